@@ -1,0 +1,173 @@
+"""``modelport.yaml``: what a model declares beside its artifact.
+
+Example::
+
+    name: iris
+    version: "2"
+    description: Iris species from four measurements
+    framework: onnx               # only to override detection
+    artifact: model.onnx          # when a directory holds several files
+    model_class: MyModel          # when model.py defines several Model subclasses
+    trust: false                  # allow pickle-based artifacts
+    signature:
+      inputs:  [{name: features, datatype: FP32, shape: [-1, 4]}]
+      outputs: [{name: label, datatype: INT64, shape: [-1]}]
+    batching: {max_batch_size: 64, max_queue_delay_ms: 2}
+    runtime: {intra_op_threads: 1}
+    warmup: {batch_size: 1}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .signature import Signature
+
+__all__ = ["CONFIG_FILE", "BatchingConfig", "ModelConfig", "load_config"]
+
+CONFIG_FILE = "modelport.yaml"
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching hints, in Triton's vocabulary.
+
+    ``max_batch_size`` 0 or 1 turns batching off (each request runs alone).
+    """
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 1.0
+    max_queue_size: int = 1024
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a model may declare; every field optional."""
+
+    name: str | None = None
+    version: str | None = None
+    description: str = ""
+    framework: str | None = None
+    artifact: str | None = None
+    model_class: str | None = None
+    trust: bool = False
+    signature: Signature | None = None
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    runtime: Mapping[str, Any] = field(default_factory=dict)
+    warmup: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def merged(self, **overrides: Any) -> ModelConfig:
+        """A copy with the non-None ``overrides`` applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _schema() -> Any:
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Tensor(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str = Field(min_length=1)
+        datatype: Literal[
+            "BOOL",
+            "UINT8",
+            "UINT16",
+            "UINT32",
+            "UINT64",
+            "INT8",
+            "INT16",
+            "INT32",
+            "INT64",
+            "FP16",
+            "FP32",
+            "FP64",
+            "BF16",
+            "BYTES",
+        ]
+        shape: list[int]
+
+    class _Signature(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inputs: list[_Tensor] = []
+        outputs: list[_Tensor] = []
+
+    class _Batching(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_batch_size: int = Field(default=32, ge=0)
+        max_queue_delay_ms: float = Field(default=1.0, ge=0)
+        max_queue_size: int = Field(default=1024, ge=1)
+
+    class _Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+        version: str | int | None = None
+        description: str = ""
+        framework: str | None = None
+        artifact: str | None = None
+        model_class: str | None = None
+        trust: bool = False
+        signature: _Signature | None = None
+        batching: _Batching = _Batching()
+        runtime: dict[str, Any] = {}
+        warmup: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+
+    return _Config
+
+
+def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
+    """Validate a mapping (as read from YAML) into a :class:`ModelConfig`."""
+    from pydantic import ValidationError
+
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        parsed = _schema().model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+    signature = None
+    if parsed.signature is not None:
+        signature = Signature.from_dict(parsed.signature.model_dump())
+    return ModelConfig(
+        name=parsed.name,
+        version=None if parsed.version is None else str(parsed.version),
+        description=parsed.description,
+        framework=parsed.framework,
+        artifact=parsed.artifact,
+        model_class=parsed.model_class,
+        trust=parsed.trust,
+        signature=signature,
+        batching=BatchingConfig(**parsed.batching.model_dump()),
+        runtime=parsed.runtime,
+        warmup=parsed.warmup,
+        extra=parsed.extra,
+    )
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Read and validate a ``modelport.yaml`` file."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, source=str(path))

@@ -1,0 +1,130 @@
+"""Recognise an artifact's format from its name, its layout and, where the name is ambiguous,
+a look inside."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from ..errors import ArtifactNotFoundError, ConfigError, CorruptArtifactError, UnknownFormatError
+
+__all__ = ["EXTENSIONS", "detect_format", "find_artifact"]
+
+EXTENSIONS: dict[str, str] = {
+    ".onnx": "onnx",
+    ".pt2": "torch_export",
+    ".safetensors": "torch_state_dict",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".skops": "sklearn",
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+    ".ubj": "xgboost",
+}
+"""Extensions that name their format outright."""
+
+_AMBIGUOUS = {".pt", ".pth", ".json", ".txt", ".lgb", ".model", ".bst"}
+_NOT_ARTIFACTS = {"model.py", "modelport.yaml", "README.md", "requirements.txt", ".DS_Store"}
+EXPECTED = (
+    ".onnx, .pt/.pth (TorchScript or state_dict), .pt2 (torch.export), .safetensors, .keras/.h5, "
+    "a SavedModel directory, .skops/.joblib/.pkl (scikit-learn), .json/.ubj (XGBoost), "
+    ".txt (LightGBM), or a model.py"
+)
+
+
+def detect_format(path: Path) -> str:
+    """The format name (a key of ``RUNTIMES``) of the artifact at ``path``."""
+    if not path.exists():
+        raise ArtifactNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            return "tensorflow"
+        raise UnknownFormatError(f"{path}: directory is not a TensorFlow SavedModel")
+    suffix = path.suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    if path.name == "model.py":
+        return "python"
+    if suffix in _AMBIGUOUS:
+        fmt = _look_inside(path, suffix)
+        if fmt:
+            return fmt
+    raise UnknownFormatError(f"{path}: unrecognised model artifact; expected {EXPECTED}")
+
+
+def _look_inside(path: Path, suffix: str) -> str | None:
+    if suffix in {".pt", ".pth"}:
+        if not zipfile.is_zipfile(path):
+            if path.stat().st_size == 0:
+                raise CorruptArtifactError(f"{path}: empty file; expected a PyTorch archive")
+            # Legacy (pre-1.6) torch.save files are not zips; torch.load decides.
+            return "torch_state_dict"
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CorruptArtifactError(f"{path}: unreadable PyTorch archive: {exc}") from None
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            return "torch_export"
+        return "torch_state_dict"
+    head = _head(path)
+    if suffix == ".json":
+        try:
+            doc = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            raise CorruptArtifactError(
+                f"{path}: not valid JSON; expected an XGBoost model saved as .json"
+            ) from None
+        if isinstance(doc, dict) and "learner" in doc:
+            return "xgboost"
+        return None
+    if head.startswith(b"tree\n") or head.startswith(b"tree\r\n"):
+        return "lightgbm"
+    if suffix == ".bst" or (suffix == ".model" and head[:1] in {b"{", b"b"}):
+        return "xgboost"
+    return None
+
+
+def _head(path: Path, size: int = 64) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(size)
+
+
+def find_artifact(directory: Path, artifact: str | None = None) -> Path | None:
+    """The artifact inside a model directory, or None when only ``model.py`` is there.
+
+    ``artifact`` (from ``modelport.yaml``) names it explicitly; otherwise the directory must
+    hold exactly one recognisable artifact, or be a SavedModel itself.
+    """
+    if artifact:
+        target = directory / artifact
+        if not target.exists():
+            raise ConfigError(f"{directory / 'modelport.yaml'}: artifact {artifact!r} not found")
+        return target
+    if (directory / "saved_model.pb").is_file():
+        return directory
+    candidates = []
+    for child in sorted(directory.iterdir()):
+        if child.name in _NOT_ARTIFACTS or child.name.startswith(("_", ".")):
+            continue
+        if child.is_dir():
+            if (child / "saved_model.pb").is_file():
+                candidates.append(child)
+            continue
+        if child.suffix.lower() in EXTENSIONS or child.suffix.lower() in _AMBIGUOUS:
+            candidates.append(child)
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates)
+        raise ConfigError(
+            f"{directory}: several possible artifacts ({names}); "
+            "name one with 'artifact:' in modelport.yaml"
+        )
+    if candidates:
+        return candidates[0]
+    if (directory / "model.py").is_file():
+        return None
+    raise UnknownFormatError(f"{directory}: no model artifact found; expected {EXPECTED}")
