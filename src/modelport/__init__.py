@@ -1,12 +1,15 @@
 """modelport: take a trained model from any framework and deploy it anywhere, fast.
 
-``import modelport`` imports no ML framework; each runtime loads its framework on first use.
+``import modelport`` imports no ML framework and not even numpy: public names are resolved
+on first access, and each runtime loads its framework on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .config import BatchingConfig, ModelConfig
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -23,9 +26,12 @@ from .errors import (
     UnknownFormatError,
     UntrustedArtifactError,
 )
-from .loader import load
-from .model import Model
-from .signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from .config import BatchingConfig, ModelConfig
+    from .loader import load
+    from .model import Model
+    from .signature import Signature, TensorSpec
 
 __all__ = [
     "ArtifactError",
@@ -50,3 +56,25 @@ __all__ = [
     "__version__",
     "load",
 ]
+
+_LAZY = {
+    "BatchingConfig": ".config",
+    "ModelConfig": ".config",
+    "load": ".loader",
+    "Model": ".model",
+    "Signature": ".signature",
+    "TensorSpec": ".signature",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelport' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -15,8 +15,11 @@ the builtin a caller would expect, so ``except ValueError`` keeps working::
     ├── ModelNotFoundError            (LookupError) unknown model or version
     ├── ModelNotReadyError            the model is loading, unloading or failed to load
     ├── OverloadedError               the queue is full; retry later
+    ├── DeadlineExceededError         (TimeoutError) no answer within the request's timeout
     ├── PredictionError               the model itself raised while predicting
-    └── ExportError                   conversion or parity check failed
+    ├── ExportError                   conversion or parity check failed
+    ├── UnknownRequestError           (LookupError) feedback for a request id never logged
+    └── StoreUnavailableError         the prediction log's database cannot be reached
 
 Transports map these to status codes in one table at the edge (``server/errors.py``).
 """
@@ -28,6 +31,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "ConfigError",
     "CorruptArtifactError",
+    "DeadlineExceededError",
     "ExportError",
     "InvalidInputError",
     "MissingDependencyError",
@@ -36,7 +40,9 @@ __all__ = [
     "ModelportError",
     "OverloadedError",
     "PredictionError",
+    "StoreUnavailableError",
     "UnknownFormatError",
+    "UnknownRequestError",
     "UntrustedArtifactError",
 ]
 
@@ -93,9 +99,21 @@ class OverloadedError(ModelportError):
         self.retry_after = retry_after
 
 
+class DeadlineExceededError(ModelportError, TimeoutError):
+    """The request's timeout passed before the model answered."""
+
+
 class PredictionError(ModelportError):
     """The model raised while predicting."""
 
 
 class ExportError(ModelportError):
     """Export to another format failed or its outputs differ from the original's."""
+
+
+class UnknownRequestError(ModelportError, LookupError):
+    """Feedback names a request id the prediction log does not hold."""
+
+
+class StoreUnavailableError(ModelportError):
+    """The prediction log's database cannot be reached right now."""

@@ -83,7 +83,12 @@ def resolve(
     artifact = find_artifact(path, cfg.artifact) if path.is_dir() else path
     fmt = cfg.framework or (detect_format(artifact) if artifact is not None else "python")
     runtime = runtime_class(fmt)
-    user = _user_class(directory, cfg) if (directory / USER_MODULE).is_file() else None
+    # Beside weights, model.py may hold only the nn.Module class they belong to.
+    user = (
+        _user_class(directory, cfg, required=artifact is None)
+        if (directory / USER_MODULE).is_file()
+        else None
+    )
     cls = _compose(user, runtime)
     if cfg.name is None and path.is_dir():
         cfg = cfg.merged(name=path.name)
@@ -110,7 +115,7 @@ def _compose(user: type[Model] | None, runtime: type[Model]) -> type[Model]:
     return type(user.__name__, (user, runtime), {"__module__": user.__module__})
 
 
-def _user_class(directory: Path, cfg: ModelConfig) -> type[Model]:
+def _user_class(directory: Path, cfg: ModelConfig, *, required: bool = True) -> type[Model] | None:
     module = _import_user_module(directory / USER_MODULE)
     classes = [
         obj
@@ -126,6 +131,8 @@ def _user_class(directory: Path, cfg: ModelConfig) -> type[Model]:
             )
         return chosen[0]
     if not classes:
+        if not required:
+            return None
         raise ConfigError(f"{directory / USER_MODULE}: defines no subclass of modelport.Model")
     if len(classes) > 1:
         # Prefer the most derived: a class that no other class in the file extends.

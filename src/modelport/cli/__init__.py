@@ -15,7 +15,7 @@ from ..errors import ModelportError
 
 __all__ = ["app", "main"]
 
-COMMANDS = ["info"]
+COMMANDS = ["info", "serve", "predict", "report", "feedback", "export", "build"]
 """Modules under ``modelport.cli`` that each register commands."""
 
 app = typer.Typer(

@@ -45,3 +45,5 @@ class InferenceResponse:
     id: str
     parameters: dict[str, Any] = field(default_factory=dict)
     output_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datatypes: dict[str, str] = field(default_factory=dict)
+    """Declared V2 datatype of an output where its numpy dtype does not tell (BF16)."""

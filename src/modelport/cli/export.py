@@ -1,0 +1,65 @@
+"""``modelport export onnx MODEL -o OUT``: convert to ONNX and check numerical parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ExportError
+from ._options import MODEL, TRUST
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        name="export",
+        help="Convert a model to another format, checking the result against the original.",
+        no_args_is_help=True,
+    )
+    group.command("onnx")(onnx)
+    app.add_typer(group)
+
+
+def onnx(
+    model: Path = MODEL,
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+    tolerance: float = typer.Option(
+        1e-4, "--tolerance", help="Largest absolute difference allowed between the outputs."
+    ),
+    opset: int | None = typer.Option(
+        None, "--opset", help="ONNX opset version (default: the exporter's choice)."
+    ),
+    samples: Path | None = typer.Option(
+        None,
+        "--samples",
+        help="Sample inputs for the parity check: .npy (one input) or .npz (named inputs). "
+        "Default: generated from the model's signature.",
+    ),
+    trust: bool = TRUST,
+) -> None:
+    """Export a PyTorch, Keras or scikit-learn model to ONNX and report the parity check."""
+    from ..export import to_onnx
+
+    report = to_onnx(
+        model,
+        output,
+        sample_inputs=_read_samples(samples) if samples is not None else None,
+        opset=opset,
+        tolerance=tolerance,
+        trust=trust or None,
+    )
+    typer.echo(str(report))
+
+
+def _read_samples(path: Path) -> Any:
+    import numpy as np
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: cannot read sample inputs (.npy or .npz): {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}

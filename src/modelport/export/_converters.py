@@ -1,0 +1,149 @@
+"""One converter per framework: ``(model, samples, out, opset) -> None`` writes ``out``.
+
+Each names the ONNX inputs and outputs after the original model's, so the exported file is a
+drop-in replacement behind the same signature.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from ..errors import ExportError
+from ..model import Model
+
+__all__ = ["keras_to_onnx", "sklearn_to_onnx", "torch_to_onnx"]
+
+TORCH_OPSET = 18
+"""torch.onnx's dynamo exporter is built and tested against opset 18."""
+_TWO_GIB = 2**31
+
+
+def torch_to_onnx(
+    model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
+) -> None:
+    """TorchScript via the TorchScript exporter; nn.Modules and programs via torch.export."""
+    torch = require("torch", extra="torch")
+    require("onnxscript", extra="export")
+    from ..frameworks.torch import ExportedProgramModel, TorchScriptModel, _TorchModel
+
+    assert isinstance(model, _TorchModel)
+    args = tuple(model.as_tensors(samples))
+    if args and args[0].ndim and args[0].shape[0] == 1:
+        # A batch of one would let the exporter specialise the batch dimension to 1.
+        args = tuple(torch.cat([a, a]) for a in args)
+    input_names = [name for name, _ in model.ordered_inputs(samples)]
+    output_names = list(model.predict_batch(samples))
+    version = opset or TORCH_OPSET
+    # The exporter logs a warning per missing torchvision op: noise for a non-vision model.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    if isinstance(model, TorchScriptModel):
+        axes = {n: {0: "batch"} for n in input_names + output_names}
+        torch.onnx.export(
+            model.module,
+            args,
+            str(out),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=axes,
+            opset_version=version,
+            dynamo=False,
+        )
+        return
+    large = sum(p.numel() * p.element_size() for p in model.module.parameters()) > _TWO_GIB * 0.9
+    common: dict[str, Any] = {
+        "input_names": input_names,
+        "output_names": output_names,
+        "opset_version": version,
+        "dynamo": True,
+        "external_data": large,  # ONNX protobufs stop at 2 GiB
+        "verbose": False,
+    }
+    if isinstance(model, ExportedProgramModel):
+        # The program already carries its dynamic dimensions.
+        torch.onnx.export(model.program, args, str(out), **common)
+        return
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(
+        model.module,
+        args,
+        str(out),
+        dynamic_shapes=tuple({0: batch} for _ in args),
+        **common,
+    )
+
+
+def keras_to_onnx(
+    model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
+) -> None:
+    """Keras' own ONNX export (tf2onnx under the TensorFlow backend)."""
+    require("tf2onnx", extra="tensorflow")
+    kwargs: dict[str, Any] = {"format": "onnx", "verbose": False}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    from ..frameworks.tensorflow import KerasModel
+
+    assert isinstance(model, KerasModel)
+    model.predict_batch(samples)  # Keras exports only a model that has been called
+    model.model.export(str(out), **kwargs)
+    _rename_outputs(out, model.signature.output_names if model.signature else [])
+
+
+def sklearn_to_onnx(
+    model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
+) -> None:
+    """skl2onnx with a float32 input named as the runtime's, classifiers without ZipMap."""
+    skl2onnx = require("skl2onnx", extra="export")
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.base import is_classifier
+
+    estimator = getattr(model, "estimator", None)
+    if estimator is None:
+        raise ExportError(f"model {model.name!r} has no fitted estimator to export")
+    name, array = next(iter(samples.items()))
+    options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
+    try:
+        onx = skl2onnx.convert_sklearn(
+            estimator,
+            initial_types=[(name, FloatTensorType([None, int(array.shape[1])]))],
+            options=options,
+            target_opset=opset,
+        )
+    except RuntimeError as exc:
+        if "Unable to find a shape calculator" in str(exc) or "converter" in str(exc):
+            raise ExportError(
+                f"skl2onnx has no converter for {type(estimator).__name__}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+        raise
+    out.write_bytes(onx.SerializeToString())
+    expected = model.signature.output_names if model.signature else []
+    produced = [o.name for o in onx.graph.output]
+    # Classifiers come out as label + probabilities (the runtime's names); a regressor's single
+    # output ("variable") takes the runtime's name.
+    if len(produced) == 1 and len(expected) == 1:
+        _rename_outputs(out, expected)
+
+
+def _rename_outputs(path: Path, names: list[str]) -> None:
+    """Give the graph's outputs ``names`` (in order) when the counts agree."""
+    onnx = require("onnx", extra="onnx")
+    proto = onnx.load(str(path))
+    outputs = list(proto.graph.output)
+    if len(outputs) != len(names) or [o.name for o in outputs] == names:
+        return
+    renames = {o.name: new for o, new in zip(outputs, names)}
+    for node in proto.graph.node:
+        for i, name in enumerate(node.output):
+            if name in renames:
+                node.output[i] = renames[name]
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for output in outputs:
+        output.name = renames[output.name]
+    onnx.save(proto, str(path))

@@ -1,0 +1,27 @@
+"""How a model does in production, from its prediction log: traffic, latency, errors,
+accuracy from feedback, and drift against a reference data set (PSI, Kolmogorov-Smirnov).
+
+Render with :func:`print_report` (terminal), :func:`write_html` (plots embedded) or
+:func:`report_registry` (Prometheus gauges). Needs ``pip install "modelport[store]"``.
+"""
+
+from __future__ import annotations
+
+from .build import Drift, Report, Window, build_report
+from .html import render_html, write_html
+from .prometheus import report_registry, write_textfile
+from .reference import load_reference
+from .terminal import print_report
+
+__all__ = [
+    "Drift",
+    "Report",
+    "Window",
+    "build_report",
+    "load_reference",
+    "print_report",
+    "render_html",
+    "report_registry",
+    "write_html",
+    "write_textfile",
+]

@@ -1,0 +1,189 @@
+"""The report as one self-contained HTML page, its plots rendered by matplotlib (Agg) as PNGs
+embedded in the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._deps import require
+from .build import Report
+
+__all__ = ["figures", "render_html", "write_html"]
+
+MAX_HISTOGRAMS = 6
+
+
+def _pyplot() -> Any:
+    matplotlib = require("matplotlib", "store")
+    matplotlib.use("Agg", force=True)  # no display; safe in servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def figures(report: Report) -> dict[str, bytes]:
+    """Title → PNG bytes of each plot the report has data for."""
+    plt = _pyplot()
+    out: dict[str, bytes] = {}
+    if not report.windows:
+        return out
+    times = np.asarray([np.datetime64(int(w.start), "s") for w in report.windows])
+    width = np.timedelta64(int(report.window_s * 0.8), "s")
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ok = [w.requests - w.errors for w in report.windows]
+    ax.bar(times, ok, width=width, align="edge", color="#4c72b0", label="ok")
+    ax.bar(
+        times,
+        [w.errors for w in report.windows],
+        width=width,
+        align="edge",
+        bottom=ok,
+        color="#c44e52",
+        label="errors",
+    )
+    ax.set_ylabel("requests")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    out["Traffic and errors"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    for q, style in (("p50", "-"), ("p90", "--"), ("p99", ":")):
+        values = [w.latency_ms.get(q, np.nan) for w in report.windows]
+        ax.plot(times, values, style, marker="o", label=q)
+    ax.set_ylabel("latency (ms)")
+    ax.legend(loc="upper left")
+    fig.autofmt_xdate()
+    out["Latency percentiles"] = _png(fig)
+
+    if report.task is not None:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        metric = [np.nan if w.metric is None else w.metric for w in report.windows]
+        ax.plot(times, metric, marker="o", color="#55a868")
+        ax.set_ylabel("accuracy" if report.task == "classification" else "MAE")
+        if report.task == "classification":
+            ax.set_ylim(0, 1.05)
+        fig.autofmt_xdate()
+        out["Accuracy over time" if report.task == "classification" else "Error over time"] = _png(
+            fig
+        )
+
+    if report.drift:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(report.drift) + 1.2))
+        names = [f"{d.feature} ({d.kind})" for d in report.drift][::-1]
+        values = [d.psi for d in report.drift][::-1]
+        colors = ["#c44e52" if v > 0.25 else "#dd8452" if v > 0.1 else "#55a868" for v in values]
+        ax.barh(names, values, color=colors)
+        for limit in (0.1, 0.25):
+            ax.axvline(limit, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("PSI against the reference")
+        out["Drift (PSI) per feature"] = _png(fig)
+
+        fig, ax = plt.subplots(figsize=(8, 3))
+        for d in report.drift[:MAX_HISTOGRAMS]:
+            values = [w.psi.get(d.feature, np.nan) for w in report.windows]
+            ax.plot(times, values, marker="o", label=d.feature)
+        ax.axhline(0.25, color="grey", linestyle="--", linewidth=1)
+        ax.set_ylabel("PSI per window")
+        ax.legend(loc="upper left", fontsize=7)
+        fig.autofmt_xdate()
+        out["Drift over time"] = _png(fig)
+
+        shown = report.drift[:MAX_HISTOGRAMS]
+        cols = min(3, len(shown))
+        rows = (len(shown) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        for ax, d in zip(axes.flat, shown):
+            both = np.concatenate([d.reference, d.current])
+            bins = np.histogram_bin_edges(both, bins=30)
+            ax.hist(d.reference, bins=bins, density=True, alpha=0.5, label="reference")
+            ax.hist(d.current, bins=bins, density=True, alpha=0.5, label="logged")
+            ax.set_title(f"{d.feature}  PSI {d.psi:.3f}  KS {d.ks:.3f}", fontsize=9)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(shown) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        out["Distributions: reference vs logged"] = _png(fig)
+    return out
+
+
+def render_html(report: Report) -> str:
+    """The report as an HTML page with every plot embedded."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.start))
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.end))
+    rate = report.errors / report.requests if report.requests else 0.0
+    summary: list[tuple[str, str]] = [
+        ("period", f"{when} .. {until}"),
+        ("requests", str(report.requests)),
+        ("errors", f"{report.errors} ({rate:.2%})"),
+        ("versions", ", ".join(f"{v}: {n}" for v, n in sorted(report.versions.items()))),
+    ]
+    summary += [(f"latency {q} (ms)", f"{v:.2f}") for q, v in report.latency_ms.items()]
+    if report.accuracy is not None:
+        summary.append(("accuracy", f"{report.accuracy:.4f} ({report.feedback_rows} rows)"))
+    if report.mae is not None:
+        summary.append(("MAE / RMSE", f"{report.mae:.4f} / {report.rmse:.4f}"))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>modelport report: {escape(report.model)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:60em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;"
+        "text-align:right}img{max-width:100%}</style></head><body>",
+        f"<h1>{escape(report.model)}</h1>",
+        _table(("", ""), summary, header=False),
+    ]
+    if report.drift:
+        rows = [
+            (
+                d.feature,
+                d.kind,
+                f"{d.psi:.4f}",
+                f"{d.ks:.4f}",
+                f"{d.ks_pvalue:.3g}",
+                str(d.n_reference),
+                str(d.n_current),
+            )
+            for d in report.drift
+        ]
+        parts += [
+            "<h2>Drift</h2>",
+            _table(("feature", "kind", "PSI", "KS D", "KS p", "n ref", "n logged"), rows),
+        ]
+    for title, png in figures(report).items():
+        data = base64.b64encode(png).decode()
+        parts.append(
+            f"<h2>{escape(title)}</h2><img alt='{escape(title)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_html(report: Report, path: str | Path) -> None:
+    """Write :func:`render_html` to ``path``."""
+    Path(path).write_text(render_html(report), encoding="utf-8")
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], header: bool = True) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>")
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)

@@ -1,0 +1,1 @@
+"""The runtime behind every front door: registry, runner, dynamic batcher, data plane."""

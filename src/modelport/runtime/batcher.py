@@ -1,0 +1,263 @@
+"""Dynamic batching: requests that arrive together run as one framework call.
+
+One :class:`Batcher` per model version. Callers ``await submit(inputs, rows)``; a dispatcher
+task (created lazily in the running loop, woken by events, never polling) takes what is
+queued, joins it with one ``np.concatenate`` per input, runs the model in the runner's own
+worker thread and splits the outputs back by rows.
+
+When to run:
+
+- a request that finds the model idle runs at once: batching never delays a lone request;
+- requests that arrive while a batch runs form the next batch, up to ``max_batch_size`` rows;
+- after a batch of *n* requests, the next one waits up to ``max_queue_delay_ms`` (counted from
+  its oldest request's arrival) for *n* requests to gather, since those callers are on their
+  way back; an idle model has nothing to wait for.
+
+The queue holds at most ``max_queue_size`` requests; past that ``submit`` raises
+:class:`OverloadedError` at once. When a batched call raises, the batch is split in halves
+and retried, so only the failing request(s) get the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeadlineExceededError, ModelportError, OverloadedError, PredictionError
+
+__all__ = ["BatchFn", "Batcher", "Outputs"]
+
+Outputs = dict[str, np.ndarray]
+BatchFn = Callable[[dict[str, np.ndarray]], Outputs]
+OnBatch = Callable[[int, Sequence[float]], None]
+"""Called on the event loop with (rows in the batch, each request's queue wait in seconds)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    key: tuple[Any, ...] | None
+    """Requests with equal keys can be concatenated; None runs alone."""
+    future: asyncio.Future[Outputs]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _key(inputs: dict[str, np.ndarray]) -> tuple[Any, ...] | None:
+    parts = []
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            return None
+        parts.append((name, array.dtype.str, array.shape[1:]))
+    return tuple(parts)
+
+
+class Batcher:
+    """Queue, batch and run calls of ``fn`` (named arrays in, named arrays out) in one thread."""
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        *,
+        name: str,
+        max_batch_size: int = 32,
+        max_queue_delay_ms: float = 1.0,
+        max_queue_size: int = 1024,
+        on_batch: OnBatch | None = None,
+    ) -> None:
+        self._fn = fn
+        self.name = name
+        self.max_batch_size = max(1, max_batch_size)
+        self._delay = max(0.0, max_queue_delay_ms) / 1000.0
+        self.max_queue_size = max_queue_size
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"modelport-{name}")
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._running = 0
+        self._last_count = 0
+        self._last_end = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting, not counting the batch that runs."""
+        return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running or self._queue)
+
+    async def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, timeout: float | None = None
+    ) -> Outputs:
+        """Run ``inputs`` (``rows`` rows) in a batch; its own output rows come back."""
+        if self._closing:
+            raise OverloadedError(f"model {self.name!r} is shutting down", retry_after=1.0)
+        if len(self._queue) >= self.max_queue_size:
+            raise OverloadedError(
+                f"model {self.name!r} is overloaded: {len(self._queue)} requests queued "
+                f"(max_queue_size {self.max_queue_size}); retry later",
+                retry_after=1.0,
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._dispatch())
+        assert self._wakeup is not None
+        item = _Item(inputs, rows, _key(inputs), loop.create_future())
+        self._queue.append(item)
+        self._wakeup.set()
+        if timeout is None:
+            return await item.future
+        handle = loop.call_later(timeout, _expire, item.future, timeout, self.name)
+        try:
+            return await item.future
+        finally:
+            handle.cancel()
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop the dispatcher and the worker thread."""
+        self._closing = True
+        if self._task is not None and self._wakeup is not None:
+            self._wakeup.set()
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    # -- the dispatcher ---------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._gather(loop)
+            batch = self._take()
+            if not batch:
+                continue
+            start = time.perf_counter()
+            if self._on_batch is not None:
+                self._on_batch(sum(i.rows for i in batch), [start - i.enqueued for i in batch])
+            self._running = len(batch)
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, batch)
+            finally:
+                self._running = 0
+            for item, result in zip(batch, results):
+                if item.future.done():  # timed out or cancelled meanwhile
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+            self._last_count = len(batch)
+            self._last_end = time.perf_counter()
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait (bounded) for the callers of the previous batch to come back."""
+        assert self._wakeup is not None
+        target = min(self._last_count, self.max_batch_size)
+        if (
+            self._delay <= 0
+            or len(self._queue) >= target
+            or time.perf_counter() - self._last_end > self._delay
+        ):
+            return
+        deadline = self._queue[0].enqueued + self._delay
+        while len(self._queue) < target and not self._closing:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            handle = loop.call_later(remaining, self._wakeup.set)
+            await self._wakeup.wait()
+            handle.cancel()
+
+    def _take(self) -> list[_Item]:
+        """The next batch: the oldest live request and those after it that fit with it."""
+        queue = self._queue
+        while queue and queue[0].future.done():
+            queue.popleft()
+        if not queue:
+            return []
+        head = queue.popleft()
+        batch = [head]
+        rows = head.rows
+        if head.key is None:
+            return batch
+        while queue and rows < self.max_batch_size:
+            item = queue[0]
+            if item.future.done():
+                queue.popleft()
+                continue
+            if item.key != head.key or rows + item.rows > self.max_batch_size:
+                break
+            batch.append(queue.popleft())
+            rows += item.rows
+        return batch
+
+    # -- in the worker thread ---------------------------------------------------------------
+
+    def _run(self, batch: list[_Item]) -> list[Outputs | BaseException]:
+        if len(batch) == 1:
+            try:
+                return [self._fn(batch[0].inputs)]
+            except BaseException as exc:  # handed to the caller's future
+                return [_as_error(exc, self.name)]
+        total = sum(item.rows for item in batch)
+        joined = {
+            name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs
+        }
+        try:
+            outputs = self._fn(joined)
+            _check_rows(outputs, total, self.name)
+        except Exception:
+            # Isolate the failing request(s): retry each half on its own.
+            mid = len(batch) // 2
+            return self._run(batch[:mid]) + self._run(batch[mid:])
+        results: list[Outputs | BaseException] = []
+        start = 0
+        for item in batch:
+            stop = start + item.rows
+            results.append({name: array[start:stop] for name, array in outputs.items()})
+            start = stop
+        return results
+
+
+def _check_rows(outputs: Outputs, rows: int, name: str) -> None:
+    for key, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise PredictionError(
+                f"model {name!r} returned output {key!r} with shape {list(array.shape)} for a "
+                f"batch of {rows} rows; a model that cannot batch needs max_batch_size: 1"
+            )
+
+
+def _as_error(exc: BaseException, name: str) -> BaseException:
+    if isinstance(exc, ModelportError):
+        return exc
+    error = PredictionError(f"model {name!r} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _expire(future: asyncio.Future[Outputs], timeout: float, name: str) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineExceededError(
+                f"model {name!r} did not answer within the request's timeout of {timeout:g} s"
+            )
+        )

@@ -1,0 +1,232 @@
+"""One loaded model version behind its batcher: load, warm up, validate, infer, observe."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, ModelNotReadyError, ModelportError, PredictionError
+from ..model import Model, maybe_single
+from .batcher import Batcher, Outputs
+
+__all__ = ["ModelRunner", "ModelState", "Prediction", "PredictionObserver"]
+
+log = logging.getLogger("modelport.runtime")
+
+
+class ModelState(str, enum.Enum):
+    """Where a model version is in its life."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADING = "unloading"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A completed prediction, as observers (e.g. a prediction log) see it."""
+
+    id: str
+    model: str
+    version: str
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    started: float
+    """Wall-clock time (``time.time()``) the request reached the runner."""
+    duration: float
+    """Seconds from reaching the runner to the answer, queue wait included."""
+    status: str = "ok"
+    """``"ok"``, or the class name of the error the request failed with."""
+    error: str | None = None
+
+
+PredictionObserver = Callable[[Prediction], None]
+"""Called on the event loop after each prediction (failed ones too); must not block."""
+
+
+class ModelRunner:
+    """Serve one :class:`Model` version: its state, its batcher and its observers."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        on_batch: Callable[[ModelRunner, int, Sequence[float]], None] | None = None,
+        aux_executor: Executor | None = None,
+    ) -> None:
+        self.model = model
+        self.name = model.name
+        self.version = model.version
+        self.state = ModelState.LOADING
+        self.error: str | None = None
+        self.observers: list[PredictionObserver] = []
+        self._aux = aux_executor
+        batching = model.batching
+        self.batcher = Batcher(
+            model.predict_batch,
+            name=self.name,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_ms=batching.max_queue_delay_ms,
+            max_queue_size=batching.max_queue_size,
+            on_batch=(lambda rows, waits: on_batch(self, rows, waits)) if on_batch else None,
+        )
+        cls = type(model)
+        self._custom_pre = cls.preprocess is not Model.preprocess
+        self._custom_post = cls.postprocess is not Model.postprocess
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    # -- lifecycle (blocking: call from a thread) -------------------------------------------
+
+    def load(self) -> None:
+        """Load the weights and warm up; the state becomes READY or FAILED (and raises)."""
+        started = time.perf_counter()
+        try:
+            self.model.ensure_loaded()
+        except Exception as exc:
+            self.state = ModelState.FAILED
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        self._warm_up()
+        self.state = ModelState.READY
+        log.info(
+            "model ready",
+            extra={
+                "model": self.name,
+                "version": self.version,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    def _warm_up(self) -> None:
+        warmup = dict(self.model.config.warmup)
+        if warmup.get("enabled", True) is False:
+            return
+        try:
+            if "inputs" in warmup:
+                batches = [self.model.to_inputs(warmup["inputs"])]
+            else:
+                sizes = warmup.get("batch_sizes") or sorted(
+                    {1, max(1, self.model.batching.max_batch_size)}
+                )
+                batches = [self.model.example_inputs(int(n)) for n in sizes]
+            for inputs in batches:
+                self.model.predict_batch(inputs)
+        except Exception as exc:
+            # Warm-up only primes caches; a model that cannot take generated inputs still serves.
+            log.warning(
+                "warm-up skipped",
+                extra={"model": self.name, "version": self.version, "reason": str(exc)},
+            )
+
+    async def close(self) -> None:
+        """Finish queued requests, then stop the worker thread."""
+        self.state = ModelState.UNLOADING
+        await self.batcher.close()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def _check_ready(self) -> None:
+        if self.state is not ModelState.READY:
+            detail = f": {self.error}" if self.error else ""
+            raise ModelNotReadyError(
+                f"model {self.name!r} version {self.version} is {self.state.value}{detail}"
+            )
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], *, request_id: str, timeout: float | None = None
+    ) -> Outputs:
+        """Validate ``inputs`` against the signature, then run them through the batcher."""
+        self._check_ready()
+        signature = self.model.signature
+        if signature is not None:
+            signature.check_inputs(inputs)
+        started = time.time()
+        try:
+            outputs = await self.batcher.submit(inputs, _rows(inputs), timeout)
+        except ModelportError as exc:
+            if self.observers:
+                self._notify(request_id, inputs, {}, started, exc)
+            raise
+        if self.observers:
+            self._notify(request_id, inputs, outputs, started)
+        return outputs
+
+    async def predict(self, payload: Any, *, request_id: str, timeout: float | None = None) -> Any:
+        """The plain-JSON path: ``preprocess`` → batched ``predict`` → ``postprocess``."""
+        self._check_ready()
+        if self._custom_pre:
+            raw = await self._off_loop(self._preprocess, payload)
+        else:
+            raw = self._preprocess(payload)
+        single = not isinstance(raw, Mapping)
+        inputs = {self.model.single_input_name(): np.asarray(raw)} if single else dict(raw)
+        outputs = await self.infer(inputs, request_id=request_id, timeout=timeout)
+        result = maybe_single(outputs, single)
+        if self._custom_post:
+            return await self._off_loop(self._postprocess, result)
+        return result
+
+    def _preprocess(self, payload: Any) -> Any:
+        try:
+            return self.model.preprocess(payload)
+        except ModelportError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInputError(
+                f"model {self.name!r} could not preprocess the payload: {type(exc).__name__}: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise PredictionError(
+                f"model {self.name!r} failed in preprocess: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _postprocess(self, outputs: Any) -> Any:
+        try:
+            return self.model.postprocess(outputs)
+        except ModelportError:
+            raise
+        except Exception as exc:
+            raise PredictionError(
+                f"model {self.name!r} failed in postprocess: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _off_loop(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(self._aux, fn, arg)
+
+    def _notify(
+        self,
+        request_id: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Outputs,
+        started: float,
+        error: ModelportError | None = None,
+    ) -> None:
+        status, message = ("ok", None) if error is None else (type(error).__name__, str(error))
+        record = Prediction(
+            request_id, self.name, self.version, inputs, outputs, started, time.time() - started,
+            status, message,
+        )  # fmt: skip
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:
+                log.exception("prediction observer failed", extra={"request_id": request_id})
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1

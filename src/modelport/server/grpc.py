@@ -1,0 +1,267 @@
+"""The gRPC front door: ``inference.GRPCInferenceService`` (KServe V2) and ``grpc.health.v1``.
+
+It only translates: protobuf → :mod:`modelport.protocol.types` → the :class:`DataPlane` →
+protobuf, and modelport errors → gRPC status codes by the table in ``server/errors.py``
+(client mistakes are INVALID_ARGUMENT or NOT_FOUND, never INTERNAL). ``tritonclient.grpc``
+works unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._deps import require
+from ..errors import ConfigError, InvalidInputError, ModelportError, OverloadedError
+from ..protocol import grpc_codec as codec
+from ..protocol.grpc_codec import pb
+from ..runtime.dataplane import DataPlane
+from ..settings import Settings
+from .errors import status_for
+from .metrics import PrometheusMetrics
+
+require("grpc", extra="serve")
+require("grpc_health.v1", extra="serve")
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_health.v1.health import aio as health_aio  # noqa: E402
+
+from ..protocol._grpc import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
+
+__all__ = [
+    "InferenceServicer",
+    "bound_port",
+    "start_grpc_server",
+    "stop_grpc_server",
+]
+
+log = logging.getLogger("modelport.server")
+access_log = logging.getLogger("modelport.access")
+
+SERVICE = "inference.GRPCInferenceService"
+
+_Handler = Callable[["InferenceServicer", Any, Any], Awaitable[Any]]
+
+
+def _translated(method: _Handler) -> _Handler:
+    """Answer modelport errors with their status code; anything else is INTERNAL, logged."""
+
+    @functools.wraps(method)
+    async def handler(self: InferenceServicer, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except ModelportError as exc:
+            if isinstance(exc, OverloadedError):
+                context.set_trailing_metadata((("retry-after", f"{exc.retry_after:g}"),))
+            await context.abort(grpc.StatusCode[status_for(exc).grpc], str(exc))
+        except Exception:
+            log.exception("gRPC %s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        raise AssertionError("context.abort() returned")  # pragma: no cover
+
+    return handler
+
+
+def _model_name(name: str, field: str = "name") -> str:
+    if not name:
+        raise InvalidInputError(f"the request's {field} is empty; name the model")
+    return name
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` over a :class:`DataPlane`."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings | None = None) -> None:
+        self.dataplane = dataplane
+        self.settings = settings or Settings()
+        self.in_flight = 0
+
+    @_translated
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    @_translated
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    @_translated
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return codec.encode_server_metadata(self.dataplane.server_metadata())
+
+    @_translated
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        ready = self.dataplane.model_ready(_model_name(request.name), request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
+
+    @_translated
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        metadata = self.dataplane.model_metadata(_model_name(request.name), request.version or None)
+        return codec.encode_model_metadata(metadata)
+
+    @_translated
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        name, version, request_id = request.model_name, request.model_version, request.id
+        status = "OK"
+        self.in_flight += 1
+        try:
+            _model_name(name, "model_name")
+            inference = codec.decode_infer_request(request)
+            remaining = context.time_remaining()
+            if remaining is not None and "timeout" not in inference.parameters:
+                # The caller's gRPC deadline bounds the queue wait, in the protocol's unit (µs).
+                inference.parameters["timeout"] = max(1, int(remaining * 1e6))
+            response = await self.dataplane.infer(name, version or None, inference)
+            version, request_id = response.model_version or version, response.id
+            return codec.encode_infer_response(response, raw=codec.wants_raw_output(request))
+        except ModelportError as exc:
+            status = status_for(exc).grpc
+            raise
+        except Exception:
+            status = "INTERNAL"
+            raise
+        finally:
+            self.in_flight -= 1
+            seconds = time.perf_counter() - started
+            self.dataplane.metrics.observe_request(name, version, "grpc", status, seconds)
+            if self.settings.access_log or status == "INTERNAL":
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id or None,
+                        "method": "ModelInfer",
+                        "status": status,
+                        "model": name,
+                        "version": version,
+                        "ms": round(seconds * 1000, 3),
+                    },
+                )
+
+
+class _Health(health_aio.HealthServicer):  # type: ignore[misc]
+    """``grpc.health.v1.Health`` whose answer follows the data plane's readiness."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        super().__init__()
+        self._dataplane = dataplane
+
+    async def _refresh(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._dataplane.ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE):
+            await self.set(service, status)
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        await self._refresh()
+        return await super().Check(request, context)
+
+    async def Watch(self, request: Any, context: Any) -> Any:
+        await self._refresh()
+        return await super().Watch(request, context)
+
+
+# Open without a token, like the REST health routes: probes carry no credentials.
+_OPEN_METHODS = frozenset(
+    {
+        f"/{SERVICE}/ServerLive",
+        f"/{SERVICE}/ServerReady",
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+    }
+)
+
+
+class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuse calls without ``authorization: Bearer <token>`` (compared in constant time)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        async def deny(request: Any, context: Any) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if details.method in _OPEN_METHODS or self._authorized(details.invocation_metadata):
+            return await continuation(details)
+        return self._deny
+
+    def _authorized(self, metadata: Any) -> bool:
+        given = next((v for k, v in metadata or () if k == "authorization"), None)
+        if isinstance(given, str):
+            given = given.encode()
+        return given is not None and hmac.compare_digest(given, self._expected)
+
+
+@dataclass(frozen=True)
+class _Served:
+    health: _Health
+    port: int
+
+
+_SERVED: weakref.WeakKeyDictionary[Any, _Served] = weakref.WeakKeyDictionary()
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+async def start_grpc_server(
+    dataplane: DataPlane, host: str, port: int, settings: Settings | None = None
+) -> Any:
+    """Start serving ``dataplane`` over gRPC on ``host:port``; returns the ``grpc.aio.Server``.
+
+    ``port`` 0 picks a free port: read it back with :func:`bound_port`. From ``settings``:
+    ``max_body_size`` bounds each message received or sent, ``auth_token`` requires
+    ``authorization: Bearer <token>`` on all but the health calls, and ``workers > 1`` lets
+    that many processes share the port. Stop the server with :func:`stop_grpc_server`.
+    """
+    settings = settings or Settings()
+    server = grpc.aio.server(
+        interceptors=[_BearerAuth(settings.auth_token)] if settings.auth_token else [],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_body_size),
+            ("grpc.max_send_message_length", settings.max_body_size),
+            # One process: a port already in use must fail here rather than be shared.
+            ("grpc.so_reuseport", int(settings.workers > 1)),
+        ],
+    )
+    servicer = InferenceServicer(dataplane, settings)
+    if isinstance(dataplane.metrics, PrometheusMetrics):
+        dataplane.metrics.track_in_flight("grpc", lambda: servicer.in_flight)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health = _Health(dataplane)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = _address(host, port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
+    await server.start()
+    _SERVED[server] = _Served(health, bound)
+    log.info("gRPC listening", extra={"address": _address(host, bound)})
+    return server
+
+
+def bound_port(server: Any) -> int:
+    """The port a server from :func:`start_grpc_server` listens on."""
+    return _SERVED[server].port
+
+
+async def stop_grpc_server(server: Any, grace: float | None = 30.0) -> None:
+    """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get
+    ``grace`` seconds to finish."""
+    served = _SERVED.pop(server, None)
+    if served is not None:
+        await served.health.enter_graceful_shutdown()
+    await server.stop(grace)

@@ -1,0 +1,149 @@
+"""``/openapi.json`` built from the route table itself, so it cannot drift from the routes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..datatypes import DATATYPES
+
+if TYPE_CHECKING:
+    from .rest import Route
+
+__all__ = ["DOCS_HTML", "document"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "items": {}},
+    },
+}
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Tensor": _TENSOR,
+    "InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "timeout": {"type": "integer", "description": "microseconds"},
+                    "binary_data_output": {"type": "boolean"},
+                },
+            },
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                },
+            },
+        },
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "required": ["model_name", "id", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
+        },
+    },
+}
+_ERRORS = {
+    "400": "Bad request: malformed body, or data that does not fit the model",
+    "401": "Missing or wrong bearer token (when the server has one)",
+    "404": "Unknown model or version",
+    "413": "Body larger than max_body_size",
+    "500": "The model failed",
+    "503": "Not ready or overloaded; see Retry-After",
+    "504": "The request's timeout passed",
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", route.path)
+    ]
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": route.handler.__name__ + "_" + str(len(route.segments)),
+        "responses": {"200": {"description": "OK"}},
+    }
+    if params:
+        op["parameters"] = params
+    if route.handler.__name__ == "infer":
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "JSON header + binary tensors (Inference-Header-Content-Length)",
+                },
+            },
+        }
+        op["responses"]["200"] = {
+            "description": "OK",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceResponse"}}
+            },
+        }
+    elif route.handler.__name__ == "predict":
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {}}},
+            "description": "Any JSON; the model's preprocess turns it into inputs",
+        }
+    if route.model_route or params:
+        for code, text in _ERRORS.items():
+            op["responses"][code] = {
+                "description": text,
+                "content": {"application/json": {"schema": _ERROR}},
+            }
+    return op
+
+
+def document(routes: Sequence[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "modelport: Open Inference Protocol (KServe V2) REST API",
+            "version": __version__,
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>modelport API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+<noscript>The API is described by <a href="/openapi.json">/openapi.json</a>.</noscript>
+</body></html>
+"""

@@ -1,0 +1,239 @@
+"""The REST routes, as one table, and their handlers: HTTP ↔ protocol messages ↔ DataPlane.
+
+Handlers only translate: they read the body, decode it with :mod:`modelport.protocol.codec`,
+call the data plane and encode its answer. Errors propagate as :mod:`modelport.errors`
+exceptions; the app maps them to a status (``server/errors.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError
+from ..protocol.codec import decode_request, dumps, encode_response, loads
+
+if TYPE_CHECKING:
+    from .app import App, Receive, Scope
+
+__all__ = ["ROUTES", "Request", "Response", "Route"]
+
+
+@dataclass
+class Request:
+    """What a handler sees of an HTTP request."""
+
+    app: App
+    scope: Scope
+    headers: dict[bytes, bytes]
+    params: dict[str, str]
+    receive: Receive
+    request_id: str | None = None
+    model_version: str | None = None
+    """The version that answered, for metrics and logs."""
+
+    async def body(self) -> bytes:
+        return await self.app.read_body(self)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method`` + a path pattern with ``{name}`` segments → handler."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    model_route: bool = False
+    """Counted in the request metrics (inference routes)."""
+    segments: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.path.strip("/").split("/")))
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        if len(parts) != len(self.segments):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.segments, parts):
+            if want[0] == "{":
+                if not got:
+                    return None
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
+
+
+def _json(status: int, value: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
+    body = dumps(value)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    return Response(status, headers, body)
+
+
+_LIVE = _json(200, {"live": True})
+
+
+async def live(request: Request) -> Response:
+    return _LIVE
+
+
+async def ready(request: Request) -> Response:
+    ok = request.app.dataplane.ready()
+    return _json(200, {"ready": True}) if ok else _json(503, {"ready": False}, _RETRY)
+
+
+_RETRY = [(b"retry-after", b"1")]
+
+
+async def server_metadata(request: Request) -> Response:
+    return _json(200, request.app.dataplane.server_metadata())
+
+
+async def model_metadata(request: Request) -> Response:
+    p = request.params
+    return _json(200, request.app.dataplane.model_metadata(p["name"], p.get("version")))
+
+
+async def model_ready(request: Request) -> Response:
+    p = request.params
+    ok = request.app.dataplane.model_ready(p["name"], p.get("version"))
+    return _json(200 if ok else 503, {"name": p["name"], "ready": ok}, None if ok else _RETRY)
+
+
+async def models(request: Request) -> Response:
+    dp = request.app.dataplane
+    listing = [
+        {"name": r.name, "version": r.version, "platform": r.model.framework, "state": r.state}
+        for r in dp.registry.runners()
+    ]
+    return _json(200, {"models": listing})
+
+
+async def infer(request: Request) -> Response:
+    p = request.params
+    body = await request.body()
+    header_length = _header_length(request.headers.get(b"inference-header-content-length"))
+    dataplane = request.app.dataplane
+    request.model_version = dataplane.runner(p["name"], p.get("version")).version
+    infer_request = decode_request(body, header_length)
+    request.request_id = infer_request.id
+    response = await dataplane.infer(p["name"], p.get("version"), infer_request)
+    request.request_id = response.id
+    out, out_header_length = encode_response(response, infer_request)
+    headers = [(b"content-length", str(len(out)).encode())]
+    if out_header_length is None:
+        headers.append((b"content-type", b"application/json"))
+    else:
+        headers.append((b"content-type", b"application/octet-stream"))
+        headers.append((b"inference-header-content-length", str(out_header_length).encode()))
+    headers.append((b"x-request-id", response.id.encode()))
+    return Response(200, headers, out)
+
+
+def _header_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"Inference-Header-Content-Length must be an integer, got {value!r}"
+        ) from None
+
+
+async def predict(request: Request) -> Response:
+    p = request.params
+    payload = loads(await request.body())
+    given = request.headers.get(b"x-request-id")
+    request_id = given.decode("latin-1") if given else uuid.uuid4().hex
+    request.request_id = request_id
+    runner = request.app.dataplane.runner(p["name"], p.get("version"))
+    request.model_version = runner.version
+    result = await request.app.dataplane.predict(
+        p["name"], p.get("version"), payload, request_id=request_id
+    )
+    return _json(200, result, [(b"x-request-id", request_id.encode())])
+
+
+async def feedback(request: Request) -> Response:
+    body = loads(await request.body())
+    if not isinstance(body, dict) or not {"request_id", "value"} <= body.keys():
+        raise InvalidInputError(
+            'feedback must be a JSON object {"request_id": ID, "value": GROUND_TRUTH}'
+        )
+    extra = sorted(body.keys() - {"request_id", "value"})
+    if extra:
+        raise InvalidInputError(f"unknown feedback field(s) {extra}; expected request_id, value")
+    name = request.params["name"]
+    await request.app.dataplane.feedback(name, body["request_id"], body["value"])
+    return _json(200, {"model": name, "request_id": body["request_id"]})
+
+
+async def metrics(request: Request) -> Response:
+    from .metrics import CONTENT_TYPE
+
+    body = request.app.metrics.render()
+    return Response(
+        200,
+        [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())],
+        body,
+    )
+
+
+async def openapi(request: Request) -> Response:
+    from .openapi import document
+
+    return _json(200, document(ROUTES))
+
+
+async def docs(request: Request) -> Response:
+    from .openapi import DOCS_HTML
+
+    body = DOCS_HTML.encode()
+    return Response(
+        200,
+        [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        body,
+    )
+
+
+_MODEL = "/v2/models/{name}"
+_VERSION = "/v2/models/{name}/versions/{version}"
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v2/health/live", live, "Server liveness"),
+    Route("GET", "/v2/health/ready", ready, "Server readiness (all models loaded)"),
+    Route("GET", "/v2", server_metadata, "Server metadata and supported extensions"),
+    Route("GET", "/v2/models", models, "The models served, with versions and state"),
+    Route("GET", _MODEL, model_metadata, "Model metadata (latest version)"),
+    Route("GET", _VERSION, model_metadata, "Model metadata"),
+    Route("GET", f"{_MODEL}/ready", model_ready, "Model readiness (latest version)"),
+    Route("GET", f"{_VERSION}/ready", model_ready, "Model readiness"),
+    Route("POST", f"{_MODEL}/infer", infer, "V2 inference (latest version)", True),
+    Route("POST", f"{_VERSION}/infer", infer, "V2 inference", True),
+    Route("POST", f"{_MODEL}/predict", predict, "Plain JSON prediction (latest version)", True),
+    Route("POST", f"{_VERSION}/predict", predict, "Plain JSON prediction", True),
+    Route("POST", f"{_MODEL}/feedback", feedback, "Ground truth for a logged prediction"),
+    Route("GET", "/metrics", metrics, "Prometheus metrics"),
+    Route("GET", "/openapi.json", openapi, "This OpenAPI document"),
+    Route("GET", "/docs", docs, "Interactive API documentation"),
+)
+"""Every HTTP route the server answers."""

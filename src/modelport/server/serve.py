@@ -1,0 +1,211 @@
+"""The composition root: settings → models → data plane → HTTP (and gRPC) servers → drain.
+
+``serve(settings)`` runs until SIGTERM/SIGINT, then: readiness turns false, no new
+connections are taken, in-flight requests are answered (up to ``shutdown_timeout``), queued
+batches finish, and it returns (exit status 0). With ``workers > 1`` a supervisor process
+binds the port and starts that many server processes sharing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Generator
+from types import FrameType
+from typing import Any
+
+from .._deps import require
+from ..runtime.dataplane import DataPlane
+from ..runtime.repository import discover
+from ..settings import Settings
+from .app import create_app
+from .metrics import PrometheusMetrics
+from .protocol import http_protocol
+
+__all__ = ["build_dataplane", "serve", "serve_async"]
+
+log = logging.getLogger("modelport.server")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def build_dataplane(settings: Settings) -> DataPlane:
+    """The data plane for ``settings.model_path`` (models resolved, not yet loaded)."""
+    if settings.model_path is None:
+        from ..errors import ConfigError
+
+        raise ConfigError("no model path given: modelport serve PATH")
+    options: dict[str, Any] = {}
+    if settings.threads is not None:
+        options["intra_op_threads"] = settings.threads
+    models = discover(settings.model_path, trust=settings.trust or None, options=options)
+    return DataPlane(models, metrics=PrometheusMetrics(), default_timeout=settings.request_timeout)
+
+
+def _server_class() -> type[Any]:
+    uvicorn = require("uvicorn", extra="serve")
+
+    class _Server(uvicorn.Server):  # type: ignore[misc, name-defined]
+        """uvicorn's server, with a hook at the signal and no re-raised signal at exit."""
+
+        on_exit: Callable[[], None] | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield  # only the main thread may install signal handlers
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.on_exit is not None and not self.should_exit:
+                self.on_exit()
+            super().handle_exit(sig, frame)
+
+    return _Server
+
+
+async def serve_async(
+    settings: Settings,
+    *,
+    dataplane: DataPlane | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop."""
+    uvicorn = require("uvicorn", extra="serve")
+    dataplane = dataplane or build_dataplane(settings)
+    app = create_app(dataplane, settings)
+    if not settings.loopback_only and not settings.auth_token:
+        log.warning(
+            "serving beyond loopback without authentication; set --auth-token",
+            extra={"host": settings.host},
+        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        loop="none",
+        http=http_protocol(),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
+    server = _server_class()(config)
+    grpc_server = await _start_grpc(dataplane, settings)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[Any]] = []
+
+    def drain() -> None:
+        log.info("shutting down: readiness off, finishing in-flight requests")
+        if grpc_server is not None:
+            from .grpc import stop_grpc_server
+
+            grace = settings.shutdown_timeout
+            stopping.append(loop.create_task(stop_grpc_server(grpc_server, grace)))
+
+    def on_exit() -> None:
+        # Runs in the signal handler: only flip a flag and schedule the rest on the loop.
+        dataplane.draining = True
+        loop.call_soon_threadsafe(drain)
+
+    server.on_exit = on_exit
+    app.shutdown_hooks.append(lambda: _wait(stopping))
+    prediction_log = None
+    if settings.log_db is not None:
+        from ..store.hook import attach
+
+        prediction_log = attach(
+            dataplane, settings.log_db, sample_rate=settings.log_sample_rate,
+            metrics_registry=app.metrics.registry,
+        )  # fmt: skip
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        if prediction_log is not None:
+            await prediction_log.aclose()  # after the drain: every answered request is logged
+
+
+async def _wait(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        await task
+
+
+async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
+    if not settings.grpc_port:
+        return None
+    try:
+        from . import grpc as grpc_front  # type: ignore[attr-defined]
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.grpc":
+            raise
+        log.warning("gRPC front door not installed; serving HTTP only")
+        return None
+    return await grpc_front.start_grpc_server(
+        dataplane, settings.host, settings.grpc_port, settings
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the server(s) until SIGTERM/SIGINT; returns after a graceful drain."""
+    if settings.workers > 1:
+        _supervise(settings)
+        return
+    _run(serve_async(settings))
+
+
+def _run(main: Awaitable[None]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
+    from .logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    _run(serve_async(settings, sockets=[sock]))
+
+
+def _supervise(settings: Settings) -> None:
+    """Bind once, start ``workers`` processes on the shared socket, relay SIGTERM, wait."""
+    import multiprocessing
+
+    uvicorn = require("uvicorn", extra="serve")
+    sock = uvicorn.Config(app=None, host=settings.host, port=settings.http_port).bind_socket()
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(settings, sock), name=f"modelport-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def relay(sig: int, frame: FrameType | None) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                import os
+
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, relay) for sig in _SIGNALS}
+    try:
+        for process in processes:
+            process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()

@@ -1,0 +1,172 @@
+"""Every knob of ``modelport serve`` in one object, read once at the edge.
+
+Precedence, highest first: explicit values (CLI flags), ``MODELPORT_<FIELD>`` environment
+variables (e.g. ``MODELPORT_HTTP_PORT=9000``), a YAML config file (``--config`` or
+``MODELPORT_CONFIG``) whose keys are the field names, then the defaults below. Nothing under
+the server reads ``os.environ``; it is handed a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "MODELPORT_"
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return convert(value)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings; see the module docstring for where values come from."""
+
+    model_path: Path | None = None
+    """An artifact, a model directory or a model repository."""
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int | None = 8081
+    """None (or 0 on the command line) serves no gRPC."""
+    workers: int = 1
+    """Server processes sharing the ports (each loads every model)."""
+    threads: int | None = None
+    """Intra-op threads per model call, for runtimes that take them; None lets them choose."""
+    max_body_size: int = 64 * 1024 * 1024
+    request_timeout: float | None = None
+    """Seconds a request may take when it carries no ``timeout`` parameter."""
+    shutdown_timeout: float = 30.0
+    """Seconds to finish in-flight requests after SIGTERM."""
+    log_level: str = "info"
+    log_format: str = "json"
+    access_log: bool = False
+    auth_token: str | None = None
+    trust: bool = False
+    log_db: str | None = None
+    """Prediction log database (file path, sqlite:///…, postgresql://…); None logs nothing."""
+    log_sample_rate: float = 1.0
+    """Share of requests the prediction log records."""
+
+    def __post_init__(self) -> None:
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("log_format must be 'json' or 'text'")
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.max_body_size < 1:
+            raise ConfigError(f"max_body_size must be >= 1, got {self.max_body_size}")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ConfigError("request_timeout must be > 0 seconds")
+        if not 0.0 <= self.log_sample_rate <= 1.0:
+            raise ConfigError(
+                f"log_sample_rate must be between 0 and 1, got {self.log_sample_rate}"
+            )
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in _LOOPBACK
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        """Settings from ``overrides`` (None values ignored), then ``environ``, then the file."""
+        environ = environ or {}
+        values: dict[str, Any] = {}
+        file = config_file or (
+            Path(environ[ENV_PREFIX + "CONFIG"]) if environ.get(ENV_PREFIX + "CONFIG") else None
+        )
+        if file is not None:
+            values.update(_read_file(file))
+        for name in _FIELDS:
+            key = ENV_PREFIX + name.upper()
+            if key in environ:
+                values[name] = environ[key]
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**{name: _convert(name, value) for name, value in values.items()})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "model_path": _optional(Path),
+    "host": str,
+    "http_port": int,
+    "grpc_port": _optional(lambda v: int(v) or None),
+    "workers": int,
+    "threads": _optional(int),
+    "max_body_size": int,
+    "request_timeout": _optional(float),
+    "shutdown_timeout": float,
+    "log_level": lambda v: str(v).lower(),
+    "log_format": lambda v: str(v).lower(),
+    "access_log": _bool,
+    "auth_token": _optional(str),
+    "trust": _bool,
+    "log_db": _optional(str),
+    "log_sample_rate": float,
+}
+_FIELDS = tuple(f.name for f in fields(Settings))
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name not in _CONVERTERS:
+        raise ConfigError(f"unknown setting {name!r}; known: {', '.join(_FIELDS)}")
+    try:
+        return _CONVERTERS[name](value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: invalid value {value!r}: {exc}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,183 @@
+"""The database behind the prediction log: URL handling, engine, writes and the report's reads.
+
+SQLite (a file) and PostgreSQL (through psycopg 3) are supported. Inserts of predictions are
+``ON CONFLICT (record_id) DO NOTHING``, so a batch replayed after an ambiguous failure is
+never stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from .._deps import require
+from ..errors import ConfigError
+from .schema import feedback, migrate, predictions
+
+__all__ = ["Database", "is_disconnect", "normalize_url"]
+
+_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
+
+
+def normalize_url(url: str | Path) -> str:
+    """A SQLAlchemy URL for ``url``: a file path or ``sqlite:///…`` → SQLite, ``postgresql://…``
+    (or ``postgres://``) → PostgreSQL through psycopg 3."""
+    text = str(url)
+    if "://" not in text:
+        if not text.strip():
+            raise ConfigError("log database URL is empty")
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    scheme, rest = text.split("://", 1)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        require("psycopg", "store")
+        return f"postgresql+psycopg://{rest}"
+    if scheme == "sqlite":
+        return text
+    raise ConfigError(
+        f"unsupported log database URL scheme {scheme!r}: use a file path, sqlite:///PATH "
+        "or postgresql://USER@HOST:PORT/DB"
+    )
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True if ``exc`` means the database is unreachable (as opposed to a bad row)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+class Database:
+    """An engine on the log database, migrated on first successful use."""
+
+    def __init__(self, url: str | Path) -> None:
+        self.url = normalize_url(url)
+        parsed = sa.make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(
+                self.url, connect_args={"timeout": 30, "check_same_thread": False}
+            )
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_pre_ping=True, pool_size=4, connect_args={"connect_timeout": 5}
+            )
+        self.migrated = False
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_sql = (
+            f"INSERT INTO {predictions.name} ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join(mark for _ in _COLUMNS)}) ON CONFLICT (record_id) DO NOTHING"
+        )
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the tables once per process."""
+        if not self.migrated:
+            migrate(self.engine)
+            self.migrated = True
+
+    def insert_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows from :func:`~modelport.store.records.to_row`, skipping known record ids."""
+        self.ensure_schema()
+        # Straight to the driver's executemany: SQLAlchemy's per-row parameter processing
+        # costs more than the insert itself, and this runs beside the request path.
+        values = [tuple(row[c] for c in _COLUMNS) for row in rows]
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._insert_sql, values)
+
+    def models_for_request(self, request_id: str) -> list[str]:
+        """Distinct models that logged a prediction with ``request_id``."""
+        self.ensure_schema()
+        query = sa.select(predictions.c.model).where(predictions.c.request_id == request_id)
+        with self.engine.connect() as conn:
+            return sorted(set(conn.execute(query.distinct()).scalars()))
+
+    def upsert_feedback(self, model: str, request_id: str, value: Any) -> None:
+        """Store ground truth for ``(model, request_id)``, replacing any earlier value."""
+        self.ensure_schema()
+        stmt = self._insert(feedback).values(
+            model=model, request_id=request_id, value=json.dumps(value), ts=time.time()
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["model", "request_id"],
+            set_={"value": stmt.excluded.value, "ts": stmt.excluded.ts},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def prediction_rows(
+        self, model: str, since: float | None = None, until: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Predictions of ``model`` in ``[since, until)`` by time, each with its feedback
+        (``feedback`` is the decoded value or None)."""
+        self.ensure_schema()
+        p, f = predictions, feedback
+        join = p.outerjoin(f, sa.and_(f.c.model == p.c.model, f.c.request_id == p.c.request_id))
+        query = (
+            sa.select(
+                p.c.request_id,
+                p.c.version,
+                p.c.ts,
+                p.c.inputs,
+                p.c.inputs_truncated,
+                p.c.outputs,
+                p.c.latency_ms,
+                p.c.status,
+                f.c.value.label("feedback"),
+            )
+            .select_from(join)
+            .where(p.c.model == model)
+            .order_by(p.c.ts)
+        )
+        if since is not None:
+            query = query.where(p.c.ts >= since)
+        if until is not None:
+            query = query.where(p.c.ts < until)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query.execution_options(yield_per=2000)).mappings():
+                item = dict(row)
+                raw = item["feedback"]
+                item["feedback"] = None if raw is None else json.loads(raw)
+                yield item
+
+    def count(self, model: str | None = None) -> int:
+        """Number of logged predictions (of ``model``, or all)."""
+        self.ensure_schema()
+        query = sa.select(sa.func.count()).select_from(predictions)
+        if model is not None:
+            query = query.where(predictions.c.model == model)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the report read while the writer writes; NORMAL is durable across app crashes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

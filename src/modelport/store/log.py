@@ -1,0 +1,280 @@
+"""The prediction log: record completed requests, take feedback, read them back for reports."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._deps import require
+from ..errors import ConfigError
+from .records import PredictionRecord
+
+if TYPE_CHECKING:
+    from .db import Database
+    from .spool import Spool
+    from .writer import Writer
+
+__all__ = ["LogStats", "PredictionLog"]
+
+logger = logging.getLogger("modelport.store")
+
+DEFAULT_SPOOL_LIMIT = 256 * 1024 * 1024
+DEFAULT_MAX_INPUT_BYTES = 64 * 1024
+DEFAULT_QUEUE_SIZE = 100_000
+_LOSS_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class LogStats:
+    """A snapshot of the log's counters.
+
+    ``received`` = ``sampled_out`` + accepted; accepted records end ``written`` (directly),
+    ``spooled`` (then ``replayed``), ``lost`` (queue or spool full, or rejected), or are still
+    ``queued``.
+    """
+
+    received: int
+    sampled_out: int
+    written: int
+    spooled: int
+    replayed: int
+    lost: int
+    queued: int
+    spool_bytes: int
+    db_up: bool
+
+
+class PredictionLog:
+    """Records predictions through a background writer; never blocks or raises in :meth:`record`.
+
+    Open it with :meth:`open`; :meth:`close` (or ``await aclose()``) flushes and stops it.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        spool: Spool,
+        *,
+        sample_rate: float,
+        max_input_bytes: int,
+        batch_size: int,
+        queue_size: int,
+    ) -> None:
+        from .writer import Writer
+
+        self.db = db
+        self.spool = spool
+        self.sample_rate = sample_rate
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._writer: Writer = Writer(
+            db, spool, self._queue, batch_size=batch_size, max_input_bytes=max_input_bytes
+        )
+        self._lock = threading.Lock()
+        self._received = 0
+        self._sampled_out = 0
+        self._dropped = 0
+        self._last_loss_log = 0.0
+        self._closed = False
+        self._writer.start()
+
+    @classmethod
+    def open(
+        cls,
+        url: str | Path,
+        *,
+        spool_dir: str | Path | None = None,
+        spool_limit_bytes: int = DEFAULT_SPOOL_LIMIT,
+        sample_rate: float = 1.0,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        batch_size: int = 500,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> PredictionLog:
+        """Open the log at ``url`` (a file path, ``sqlite:///…`` or ``postgresql://…``).
+
+        The database may be down: the log then spools to ``spool_dir`` (default: beside a
+        SQLite file, or a per-URL folder in the temp directory) and retries in the background.
+        ``max_input_bytes``: inputs whose JSON is larger keep only shapes, dtypes and a hash.
+        """
+        require("sqlalchemy", "store")
+        from .db import Database
+
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ConfigError(f"sample rate must be between 0 and 1, got {sample_rate}")
+        for name, value in (
+            ("max_input_bytes", max_input_bytes),
+            ("batch_size", batch_size),
+            ("queue_size", queue_size),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        db = Database(url)
+        spool = _open_spool(db, spool_dir, spool_limit_bytes)
+        try:
+            db.ensure_schema()
+        except Exception as exc:
+            from .db import is_disconnect
+
+            if not is_disconnect(exc):
+                spool.close()
+                raise
+            logger.warning("prediction log: %s unreachable (%s); spooling", db.display_url, exc)
+        return cls(
+            db,
+            spool,
+            sample_rate=sample_rate,
+            max_input_bytes=max_input_bytes,
+            batch_size=batch_size,
+            queue_size=queue_size,
+        )
+
+    def record(self, record: PredictionRecord) -> bool:
+        """Queue ``record`` for writing; False if it was sampled out or the queue is full.
+
+        Never blocks and never raises.
+        """
+        with self._lock:
+            self._received += 1
+            if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+                self._sampled_out += 1
+                return False
+        if self._closed:
+            return self._drop("the log is closed")
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            return self._drop(f"the write queue is full ({self._queue.maxsize} records)")
+        return True
+
+    def feedback(self, request_id: str, value: Any, *, model: str | None = None) -> str:
+        """Store ground truth for a logged request; return the model it was stored for.
+
+        Raises :class:`InvalidInputError` for a malformed id or value (or an id logged by
+        several models when ``model`` is not given), :class:`UnknownRequestError` when no
+        prediction with that id was logged, :class:`StoreUnavailableError` when the database
+        is down.
+        """
+        from .feedback import store_feedback
+
+        return store_feedback(
+            self.db,
+            request_id,
+            value,
+            model=model,
+            flush=lambda: self.flush(timeout=10.0),  # the prediction may still be queued
+            why_unknown=f"never made, or not sampled at rate {self.sample_rate}",
+        )
+
+    async def afeedback(self, request_id: str, value: Any, *, model: str | None = None) -> str:
+        """:meth:`feedback` off the event loop."""
+        return await asyncio.to_thread(self.feedback, request_id, value, model=model)
+
+    def predictions(
+        self, model: str, since: float | None = None, until: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Logged predictions of ``model`` in ``[since, until)``, joined with their feedback."""
+        from .feedback import read_predictions
+
+        return read_predictions(self.db, model, since, until)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is in the database (spool replayed included);
+        False if the database is still unreachable or ``timeout`` passed."""
+        from .writer import Flush
+
+        if not self._writer.is_alive():
+            return False
+        marker = Flush()
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout) and marker.ok
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, stop the writer and release the spool; whatever is still spooled stays on
+        disk for the next process that opens this log."""
+        from .writer import Stop
+
+        if self._closed:
+            return
+        self._closed = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._queue.put(Stop(), timeout=timeout)
+        except queue.Full:
+            logger.error("prediction log: writer queue stuck at close")
+        self._writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self._writer.is_alive():
+            logger.error("prediction log: writer did not finish within %s s", timeout)
+            return
+        self.spool.close()
+        self.db.dispose()
+
+    async def aclose(self) -> None:
+        """:meth:`close` off the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> LogStats:
+        """Current counters."""
+        w = self._writer.stats
+        with self._lock:
+            received, sampled_out, dropped = self._received, self._sampled_out, self._dropped
+        return LogStats(
+            received=received,
+            sampled_out=sampled_out,
+            written=w.written,
+            spooled=w.spooled,
+            replayed=w.replayed,
+            lost=w.lost + dropped,
+            queued=self._queue.qsize(),
+            spool_bytes=self.spool.size,
+            db_up=w.db_up,
+        )
+
+    def _drop(self, why: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            self._dropped += 1
+            log_it = now - self._last_loss_log >= _LOSS_LOG_INTERVAL_S
+            if log_it:
+                self._last_loss_log = now
+        if log_it:
+            logger.error("prediction log: record(s) lost: %s", why)
+        return False
+
+
+def _open_spool(db: Database, spool_dir: str | Path | None, limit: int) -> Spool:
+    from .spool import Spool
+
+    if spool_dir is not None:
+        return Spool(spool_dir, limit)
+    if db.dialect == "sqlite" and db.engine.url.database not in (None, "", ":memory:"):
+        base = Path(f"{db.engine.url.database}.spool")
+    else:
+        digest = hashlib.sha256(db.display_url.encode()).hexdigest()[:16]
+        base = Path(tempfile.gettempdir()) / "modelport-spool" / digest
+    # Several worker processes may log to one database: each takes the first free folder,
+    # which also picks up what a dead worker left behind.
+    for k in range(64):
+        try:
+            return Spool(base if k == 0 else base.with_name(f"{base.name}-{k}"), limit)
+        except ConfigError:
+            continue
+    raise ConfigError(f"no free spool directory beside {base}; pass spool_dir")

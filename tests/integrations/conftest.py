@@ -1,0 +1,64 @@
+"""Fixtures shared by the engine tests: input tables and their in-process predictions."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import modelport
+
+ROWS = 103  # not a multiple of any batch or partition size, so remainders are exercised
+
+
+def engine(module: str, marker: str) -> ModuleType:
+    """Import an engine; in its own nox session a missing engine fails instead of skipping."""
+    if os.environ.get("MODELPORT_TEST_ENGINE") == marker:
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed: run `nox -s {marker}`")
+
+
+@pytest.fixture(scope="session")
+def features() -> np.ndarray:
+    """Inputs ``x`` for ``tiny_onnx``: ROWS x 4 FP32."""
+    return np.random.default_rng(7).standard_normal((ROWS, 4)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def expected_y(tiny_onnx: Path, features: np.ndarray) -> np.ndarray:
+    """``tiny_onnx`` on ``features``, in-process in one batch: what every engine must match."""
+    return modelport.load(tiny_onnx).predict_batch({"x": features})["y"]
+
+
+@pytest.fixture(scope="session")
+def multi_inputs() -> dict[str, np.ndarray]:
+    """Inputs ``a`` (FP32) and ``b`` (INT64), ROWS x 3 each, for ``multi_io_onnx``."""
+    rng = np.random.default_rng(8)
+    return {
+        "a": rng.standard_normal((ROWS, 3)).astype(np.float32),
+        "b": rng.integers(-5, 5, (ROWS, 3)).astype(np.int64),
+    }
+
+
+@pytest.fixture(scope="session")
+def expected_multi(
+    multi_io_onnx: Path, multi_inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``multi_io_onnx`` on ``multi_inputs``, in-process: outputs ``sum`` and ``argmax``."""
+    return modelport.load(multi_io_onnx).predict_batch(multi_inputs)
+
+
+def assert_rows_equal(got: np.ndarray, want: np.ndarray) -> None:
+    """Row by row, the same predictions (floats within rounding of a different batch split)."""
+    assert len(got) == len(want), f"{len(got)} rows, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = np.asarray(g)
+        assert g.shape == np.shape(w), f"row {i}: shape {g.shape}, expected {np.shape(w)}"
+        if np.asarray(w).dtype.kind == "f":
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"row {i}")
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"row {i}")

@@ -1,0 +1,139 @@
+"""Dask: DataFrames and Arrays on a real LocalCluster (2 worker processes x 1 thread)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import modelport
+from modelport.integrations import cache_info, clear_cache
+from tests.integrations.conftest import ROWS, assert_rows_equal, engine
+
+pytestmark = pytest.mark.dask
+
+dask = engine("dask", "dask")
+dd = engine("dask.dataframe", "dask")
+da = engine("dask.array", "dask")
+distributed = engine("distributed", "dask")
+
+from modelport.integrations.dask import predict_array, predict_frame  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _frame(features: np.ndarray, partitions: int = 8) -> Any:
+    pdf = pd.DataFrame(features, columns=["f0", "f1", "f2", "f3"])
+    pdf["id"] = np.arange(len(pdf))
+    return dd.from_pandas(pdf, npartitions=partitions)
+
+
+def test_scalar_columns_stack_into_the_input(
+    client: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    ddf = _frame(features)
+    out = predict_frame(ddf, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).compute()
+    out = out.sort_values("id")
+    assert list(out.columns) == ["f0", "f1", "f2", "f3", "id", "y"]
+    assert_rows_equal(out["y"].to_numpy(), expected_y)
+
+
+def test_each_worker_loads_the_model_once(
+    client: Any, tiny_onnx: Path, features: np.ndarray
+) -> None:
+    client.run(clear_cache)
+    ddf = _frame(features, partitions=12)
+    predict_frame(ddf, tiny_onnx, columns=["f0", "f1", "f2", "f3"], batch_size=4).compute()
+    loads = [info["loads"] for info in client.run(cache_info).values()]
+    assert len(loads) == 2
+    assert sum(loads) >= 1
+    assert all(n <= 1 for n in loads), f"loads per worker: {loads} for 12 partitions"
+
+
+def test_multi_io_array_columns_and_prefix(
+    client: Any,
+    multi_io_onnx: Path,
+    multi_inputs: dict[str, np.ndarray],
+    expected_multi: dict[str, np.ndarray],
+) -> None:
+    pdf = pd.DataFrame({"a": list(multi_inputs["a"]), "b": list(multi_inputs["b"])})
+    # Dask would turn object columns into strings; cells that hold arrays must stay arrays.
+    with dask.config.set({"dataframe.convert-string": False}):
+        ddf = dd.from_pandas(pdf, npartitions=3)
+    out = predict_frame(ddf, multi_io_onnx, prefix="pred_", keep_columns=False).compute()
+    assert list(out.columns) == ["pred_sum", "pred_argmax"]
+    assert out["pred_argmax"].dtype == np.int64
+    assert_rows_equal(out["pred_sum"].to_numpy(), expected_multi["sum"])
+    assert_rows_equal(out["pred_argmax"].to_numpy(), expected_multi["argmax"])
+
+
+def test_multi_io_from_scalar_columns(
+    client: Any,
+    multi_io_onnx: Path,
+    multi_inputs: dict[str, np.ndarray],
+    expected_multi: dict[str, np.ndarray],
+) -> None:
+    cols = {f"a{i}": multi_inputs["a"][:, i] for i in range(3)}
+    cols |= {f"b{i}": multi_inputs["b"][:, i] for i in range(3)}
+    ddf = dd.from_pandas(pd.DataFrame(cols), npartitions=4)
+    mapping = {"a": ["a0", "a1", "a2"], "b": ["b0", "b1", "b2"]}
+    out = predict_frame(ddf, multi_io_onnx, columns=mapping).compute()
+    assert_rows_equal(out["sum"].to_numpy(), expected_multi["sum"])
+    assert_rows_equal(out["argmax"].to_numpy(), expected_multi["argmax"])
+
+
+def test_dask_array(
+    client: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    darr = da.from_array(features, chunks=(20, 2))
+    result = predict_array(darr, tiny_onnx)
+    assert result.shape == (ROWS, 3)
+    assert result.dtype == np.float32
+    assert_rows_equal(result.compute(), expected_y)
+
+
+def test_dask_array_picks_one_output(
+    client: Any,
+    multi_io_onnx: Path,
+    tiny_onnx: Path,
+) -> None:
+    darr = da.zeros((10, 3), chunks=(4, 3))
+    with pytest.raises(modelport.InvalidInputError, match=r"has 2 inputs \['a', 'b'\]"):
+        predict_array(darr, multi_io_onnx)
+    with pytest.raises(modelport.ConfigError, match=r"has no output 'nope'; it has \['y'\]"):
+        predict_array(da.zeros((10, 4), chunks=(4, 4)), tiny_onnx, output="nope")
+
+
+def test_bad_columns_are_named_and_the_cluster_keeps_working(
+    client: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    ddf = _frame(features)
+    with pytest.raises(modelport.InvalidInputError, match=r"no column\(s\) \['f9'\] in the table"):
+        predict_frame(ddf, tiny_onnx, columns=["f0", "f1", "f2", "f9"])
+    with pytest.raises(modelport.ConfigError, match=r"output column\(s\) \['y'\] already exist"):
+        predict_frame(ddf.assign(y=1.0), tiny_onnx, columns=["f0"])
+    # Wrong width only shows on the workers: the error comes back with its message.
+    with pytest.raises(modelport.InvalidInputError, match=r"input 'x': expected 2 dimensions"):
+        predict_frame(ddf, tiny_onnx, columns=["f0"], batch_size=8).compute()
+    text = ddf.assign(f3="a word")
+    with pytest.raises(modelport.InvalidInputError, match=r"input 'x': expected FP32 numbers"):
+        predict_frame(text, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).compute()
+    out = predict_frame(ddf, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).compute()
+    assert_rows_equal(out.sort_values("id")["y"].to_numpy(), expected_y)

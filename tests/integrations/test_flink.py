@@ -1,0 +1,120 @@
+"""Apache Flink (PyFlink): the pandas UDF on a local mini-cluster, streaming mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import modelport
+from tests.integrations.conftest import assert_rows_equal, engine
+
+pytestmark = pytest.mark.flink
+
+datastream = engine("pyflink.datastream", "flink")
+table = engine("pyflink.table", "flink")
+common = engine("pyflink.common", "flink")
+
+from modelport.integrations.flink import model_udf, predict_stream, predict_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def envs() -> Iterator[tuple[Any, Any]]:
+    env = datastream.StreamExecutionEnvironment.get_execution_environment()
+    env.set_runtime_mode(datastream.RuntimeExecutionMode.STREAMING)
+    env.set_parallelism(2)
+    # Small Arrow batches, so that one bundle is predicted in several batches.
+    t_env = table.StreamTableEnvironment.create(env)
+    t_env.get_config().set("python.fn-execution.arrow.batch.size", "16")
+    t_env.get_config().set("python.fn-execution.bundle.size", "64")
+    yield env, t_env
+
+
+def _feature_stream(env: Any, features: np.ndarray) -> Any:
+    rows = [common.Row(i, *map(float, r)) for i, r in enumerate(features)]
+    types = common.Types.ROW_NAMED(
+        ["id", "f0", "f1", "f2", "f3"], [common.Types.LONG()] + [common.Types.FLOAT()] * 4
+    )
+    return env.from_collection(rows, type_info=types)
+
+
+def _collect(t_env: Any, stream_or_table: Any) -> list[Any]:
+    """Run the job; its rows (with field names) by ``id``."""
+    stream = stream_or_table
+    if isinstance(stream, table.Table):
+        stream = t_env.to_data_stream(stream)
+    with stream.execute_and_collect() as results:
+        return sorted(results, key=lambda r: r["id"])
+
+
+def test_datastream_predictions_match_in_process(
+    envs: tuple[Any, Any], tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    env, t_env = envs
+    stream = _feature_stream(env, features)
+    out = predict_stream(stream, tiny_onnx, table_env=t_env, columns=["f0", "f1", "f2", "f3"])
+    rows = _collect(t_env, out)
+    assert [r["id"] for r in rows] == list(range(len(features)))
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), expected_y)
+
+
+def test_table_udf_multi_io(
+    envs: tuple[Any, Any],
+    multi_io_onnx: Path,
+    multi_inputs: dict[str, np.ndarray],
+    expected_multi: dict[str, np.ndarray],
+) -> None:
+    env, t_env = envs
+    rows = [
+        common.Row(i, [float(v) for v in a], [int(v) for v in b])
+        for i, (a, b) in enumerate(zip(multi_inputs["a"], multi_inputs["b"]))
+    ]
+    types = common.Types.ROW_NAMED(
+        ["id", "a", "b"],
+        [
+            common.Types.LONG(),
+            common.Types.PRIMITIVE_ARRAY(common.Types.FLOAT()),
+            common.Types.PRIMITIVE_ARRAY(common.Types.LONG()),
+        ],
+    )
+    t = t_env.from_data_stream(env.from_collection(rows, type_info=types))
+    out = predict_table(t, multi_io_onnx, prefix="pred_")
+    assert out.get_schema().get_field_names() == ["id", "a", "b", "pred_sum", "pred_argmax"]
+    got = _collect(t_env, out)
+    assert_rows_equal(np.array([r["pred_sum"] for r in got], np.float32), expected_multi["sum"])
+    assert_rows_equal(np.array([r["pred_argmax"] for r in got]), expected_multi["argmax"])
+
+
+def test_udf_with_one_output_in_a_select(
+    envs: tuple[Any, Any], tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    env, t_env = envs
+    t = t_env.from_data_stream(_feature_stream(env, features))
+    expr = table.expressions
+    udf = model_udf(tiny_onnx, output="y", batch_size=5)
+    out = t.select(
+        expr.col("id"),
+        udf(expr.array(expr.col("f0"), expr.col("f1"), expr.col("f2"), expr.col("f3"))).alias("y"),
+    )
+    rows = _collect(t_env, out)
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), expected_y)
+
+
+def test_errors_are_named_and_the_cluster_keeps_working(
+    envs: tuple[Any, Any], tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    env, t_env = envs
+    t = t_env.from_data_stream(_feature_stream(env, features))
+    with pytest.raises(modelport.InvalidInputError, match=r"no column\(s\) \['f9'\]"):
+        predict_table(t, tiny_onnx, columns=["f0", "f9"])
+    with pytest.raises(modelport.ConfigError, match=r"output column\(s\) \['y'\] already"):
+        predict_table(t.add_columns(table.expressions.lit(1).alias("y")), tiny_onnx, columns=["f0"])
+    with pytest.raises(modelport.ConfigError, match=r"no output 'nope'; it has \['y'\]"):
+        model_udf(tiny_onnx, output="nope")
+    with pytest.raises(Exception, match=r"input 'x': dimension 1 must be 4"):
+        _collect(t_env, predict_table(t, tiny_onnx, columns=["f0", "f1", "f2"]))
+    rows = _collect(t_env, predict_table(t, tiny_onnx, columns=["f0", "f1", "f2", "f3"]))
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), expected_y)

@@ -1,0 +1,118 @@
+"""Ray Data: map_batches with an actor pool on a real local Ray instance (2 CPUs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import modelport
+from modelport.integrations import cache_info
+from tests.integrations.conftest import assert_rows_equal, engine
+
+pytestmark = pytest.mark.ray
+
+ray = engine("ray", "ray")
+engine("ray.data", "ray")
+
+from modelport.integrations.ray import ModelPredictor, predict_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _rows(features: np.ndarray) -> Any:
+    items = [
+        {"id": i, "f0": r[0], "f1": r[1], "f2": r[2], "f3": r[3]} for i, r in enumerate(features)
+    ]
+    return ray.data.from_items(items, override_num_blocks=6)
+
+
+class _Recording(ModelPredictor):
+    """Adds each actor's process id and its cache's load count to every row."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().__call__(batch)
+        info = cache_info(self.spec.path)
+        out["pid"] = np.full(len(out["y"]), info["pid"])
+        out["loads"] = np.full(len(out["y"]), info["loads"])
+        return out
+
+
+def test_actor_pool_matches_in_process(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    ds = _rows(features)
+    out = predict_dataset(ds, tiny_onnx, columns=["f0", "f1", "f2", "f3"], concurrency=2)
+    rows = sorted(out.take_all(), key=lambda r: r["id"])
+    assert set(rows[0]) == {"id", "f0", "f1", "f2", "f3", "y"}
+    assert_rows_equal(np.stack([r["y"] for r in rows]), expected_y)
+
+
+def test_each_actor_loads_once(tiny_onnx: Path, features: np.ndarray) -> None:
+    ds = _rows(features).map_batches(
+        _Recording,
+        fn_constructor_args=(tiny_onnx,),
+        fn_constructor_kwargs={"columns": ["f0", "f1", "f2", "f3"]},
+        batch_size=8,
+        batch_format="numpy",
+        concurrency=2,
+        num_cpus=1,
+    )
+    rows = ds.take_all()
+    assert len(rows) == len(features)
+    per_actor: dict[int, set[int]] = {}
+    for r in rows:
+        per_actor.setdefault(int(r["pid"]), set()).add(int(r["loads"]))
+    assert per_actor, "no rows came back"
+    assert all(loads == {1} for loads in per_actor.values()), per_actor
+
+
+def test_tensor_columns_multi_io(
+    multi_io_onnx: Path,
+    multi_inputs: dict[str, np.ndarray],
+    expected_multi: dict[str, np.ndarray],
+) -> None:
+    ids = np.arange(len(multi_inputs["a"]))
+    ds = ray.data.from_numpy(multi_inputs["a"]).rename_columns({"data": "a"})
+    ds = ds.zip(ray.data.from_numpy(multi_inputs["b"]).rename_columns({"data": "b"}))
+    ds = ds.zip(ray.data.from_numpy(ids).rename_columns({"data": "id"}))
+    out = predict_dataset(ds, multi_io_onnx, prefix="pred_", batch_size=16)
+    rows = sorted(out.take_all(), key=lambda r: r["id"])
+    assert_rows_equal(np.stack([r["pred_sum"] for r in rows]), expected_multi["sum"])
+    assert_rows_equal(np.array([r["pred_argmax"] for r in rows]), expected_multi["argmax"])
+
+
+def test_predictor_is_a_plain_callable(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    predictor = ModelPredictor(tiny_onnx, keep_columns=False, batch_size=10)
+    out = predictor({"x": features})
+    assert list(out) == ["y"]
+    assert_rows_equal(out["y"], expected_y)
+    with pytest.raises(modelport.InvalidInputError, match=r"no column\(s\) \['f9'\]"):
+        ModelPredictor(tiny_onnx, columns=["f9"])({"x": features})
+
+
+def test_bad_rows_fail_with_the_reason_and_ray_keeps_working(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    ds = _rows(features)
+    with pytest.raises(Exception, match=r"input 'x': expected 2 dimensions") as info:
+        predict_dataset(ds, tiny_onnx, columns=["f0"]).take_all()
+    assert isinstance(info.value, modelport.InvalidInputError) or "InvalidInputError" in str(
+        info.value
+    )
+    out = predict_dataset(ds, tiny_onnx, columns=["f0", "f1", "f2", "f3"])
+    rows = sorted(out.take_all(), key=lambda r: r["id"])
+    assert_rows_equal(np.stack([r["y"] for r in rows]), expected_y)

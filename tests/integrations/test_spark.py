@@ -1,0 +1,134 @@
+"""Apache Spark: the pandas UDF and the DataFrame helper on a real local[2] session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import modelport
+from tests.integrations.conftest import assert_rows_equal, engine
+
+pytestmark = pytest.mark.spark
+
+pyspark_sql = engine("pyspark.sql", "spark")
+F = engine("pyspark.sql.functions", "spark")
+
+from modelport.integrations import cache_info  # noqa: E402
+from modelport.integrations.spark import predict_udf, with_predictions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        pyspark_sql.SparkSession.builder.master("local[2]")
+        .appName("modelport-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "20")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+def _frame(spark: Any, features: np.ndarray, partitions: int = 4) -> Any:
+    pdf = pd.DataFrame(features.astype(np.float64), columns=["f0", "f1", "f2", "f3"])
+    pdf.insert(0, "id", np.arange(len(pdf)))
+    return spark.createDataFrame(pdf).repartition(partitions)
+
+
+def test_helper_on_scalar_columns(
+    spark: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    df = _frame(spark, features)
+    out = with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2", "f3"], prefix="pred_")
+    assert out.columns == ["id", "f0", "f1", "f2", "f3", "pred_y"]
+    rows = out.orderBy("id").collect()
+    assert_rows_equal(np.array([r["pred_y"] for r in rows], np.float32), expected_y)
+
+
+def test_udf_on_an_array_column_with_one_output(
+    spark: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    pdf = pd.DataFrame({"id": np.arange(len(features)), "x": list(features)})
+    df = spark.createDataFrame(pdf).repartition(3)
+    udf = predict_udf(tiny_onnx, output="y", batch_size=8)
+    rows = df.select("id", udf("x").alias("y")).orderBy("id").collect()
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), expected_y)
+
+
+def test_multi_io_struct_output(
+    spark: Any,
+    multi_io_onnx: Path,
+    multi_inputs: dict[str, np.ndarray],
+    expected_multi: dict[str, np.ndarray],
+) -> None:
+    pdf = pd.DataFrame(
+        {"id": np.arange(len(multi_inputs["a"])), "a": list(multi_inputs["a"])}
+        | {f"b{i}": multi_inputs["b"][:, i] for i in range(3)}
+    )
+    df = spark.createDataFrame(pdf).repartition(3)
+    udf = predict_udf(multi_io_onnx)
+    rows = df.select("id", udf("a", F.array("b0", "b1", "b2")).alias("p")).orderBy("id").collect()
+    assert_rows_equal(np.array([r["p"]["sum"] for r in rows], np.float32), expected_multi["sum"])
+    assert_rows_equal(np.array([r["p"]["argmax"] for r in rows]), expected_multi["argmax"])
+    helper = with_predictions(
+        df, multi_io_onnx, columns={"a": "a", "b": ["b0", "b1", "b2"]}
+    ).orderBy("id")
+    assert dict(helper.dtypes)["argmax"] == "bigint"
+    assert_rows_equal(np.array([r["argmax"] for r in helper.collect()]), expected_multi["argmax"])
+
+
+def test_each_python_worker_loads_once(
+    spark: Any, tiny_onnx: Path, features: np.ndarray, tmp_path: Path
+) -> None:
+    model = tmp_path / "once.onnx"  # an artifact no other test loads
+    model.write_bytes(tiny_onnx.read_bytes())
+
+    @F.pandas_udf("string")  # type: ignore[misc]
+    def worker_info(ids: pd.Series) -> pd.Series:
+        info = cache_info(model)
+        return pd.Series([f"{info['pid']}:{info['loads']}"] * len(ids))
+
+    df = _frame(spark, features, partitions=8)
+    udf = predict_udf(model, output="y", batch_size=4)
+    rows = (
+        df.select(udf(F.array("f0", "f1", "f2", "f3")).alias("y"), "id")
+        .select(worker_info("id").alias("info"), "y")
+        .collect()
+    )
+    assert len(rows) == len(features)
+    loads = {r["info"] for r in rows}
+    assert all(s.endswith((":0", ":1")) for s in loads), loads
+    assert any(s.endswith(":1") for s in loads), loads
+
+
+def test_errors_are_named_and_the_session_keeps_working(
+    spark: Any, tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    df = _frame(spark, features)
+    with pytest.raises(modelport.InvalidInputError, match=r"no column\(s\) \['f9'\]"):
+        with_predictions(df, tiny_onnx, columns=["f0", "f9"])
+    with pytest.raises(modelport.ConfigError, match=r"output column\(s\) \['y'\] already exist"):
+        with_predictions(df.withColumn("y", F.lit(1)), tiny_onnx, columns=["f0"])
+    with pytest.raises(modelport.ConfigError, match=r"no output 'nope'; it has \['y'\]"):
+        predict_udf(tiny_onnx, output="nope")
+    # A width mismatch surfaces on the executors; Spark re-raises it with the message.
+    with pytest.raises(Exception, match=r"input 'x': dimension 1 must be 4, got shape \[\d+, 3\]"):
+        with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2"]).collect()
+    with pytest.raises(Exception, match=r"takes 1 input column\(s\) \['x'\], the UDF was called"):
+        df.select(predict_udf(tiny_onnx)("f0", "f1")).collect()
+    out = with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).orderBy("id")
+    assert_rows_equal(np.array([r["y"] for r in out.collect()], np.float32), expected_y)

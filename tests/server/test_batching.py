@@ -1,0 +1,272 @@
+"""Dynamic batching: the batcher on its own, then through the real server under load."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from modelport.errors import DeadlineExceededError, OverloadedError, PredictionError
+from modelport.runtime.batcher import Batcher
+from tests.server.conftest import LiveServer, assert_healthy, slow_model, start, tiny_reference
+
+
+class Recorder:
+    """A real batch function (2x + 1, optionally slow and failing on 13) that records calls."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.release.wait(30)
+        if self.delay:
+            threading.Event().wait(self.delay)
+        x = inputs["x"]
+        self.calls.append(len(x))
+        if (x == 13).any():
+            raise ValueError("unlucky")
+        return {"y": x * 2 + 1}
+
+
+def rows(values: list[float]) -> dict[str, np.ndarray]:
+    return {"x": np.asarray(values, dtype=np.float32).reshape(-1, 1)}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_lone_request_runs_alone_and_at_once() -> None:
+    fn = Recorder()
+    sizes: list[int] = []
+
+    async def main() -> dict[str, np.ndarray]:
+        batcher = Batcher(
+            fn, name="m", max_queue_delay_ms=10_000, on_batch=lambda n, w: sizes.append(n)
+        )
+        try:
+            return await batcher.submit(rows([1, 2]), 2)
+        finally:
+            await batcher.close()
+
+    # A 10 s queue delay would show as a hung test: a lone request must not wait for it.
+    out = run(asyncio.wait_for(main(), 5))
+    np.testing.assert_array_equal(out["y"].ravel(), [3, 5])
+    assert fn.calls == [2] and sizes == [2]
+
+
+def test_concurrent_requests_merge_and_each_gets_its_rows() -> None:
+    fn = Recorder()
+    fn.release.clear()  # hold the first call so the others queue behind it
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        batcher = Batcher(fn, name="m", max_batch_size=64)
+        tasks = [asyncio.create_task(batcher.submit(rows([0, 0.5]), 2))]
+        while not batcher.busy or batcher.depth:  # the first one is running
+            await asyncio.sleep(0.001)
+        tasks += [asyncio.create_task(batcher.submit(rows([-i, i + 0.5]), 2)) for i in range(1, 20)]
+        while batcher.depth < 19:
+            await asyncio.sleep(0.001)
+        fn.release.set()
+        try:
+            return await asyncio.gather(*tasks)
+        finally:
+            await batcher.close()
+
+    results = run(main())
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"].ravel(), [-2 * i + 1, 2 * i + 2])
+    assert fn.calls == [2, 38]  # the first alone, the 19 that queued behind it as one batch
+
+
+def test_failing_request_is_isolated_from_its_batch() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fn, name="m", max_batch_size=64)
+        first = asyncio.create_task(batcher.submit(rows([0]), 1))
+        await asyncio.sleep(0.01)
+        values = [float(-v) for v in range(1, 17)]
+        values[5] = 13.0
+        tasks = [asyncio.create_task(batcher.submit(rows([v]), 1)) for v in values]
+        while batcher.depth < 16:
+            await asyncio.sleep(0.001)
+        fn.release.set()
+        try:
+            return await asyncio.gather(first, *tasks, return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    results = run(main())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], PredictionError)
+    assert "ValueError: unlucky" in str(errors[0])
+    assert isinstance(results[6], PredictionError)
+    for r, v in zip(results, [0.0, *(-v for v in range(1, 17))]):
+        if not isinstance(r, BaseException):
+            assert r["y"].item() == 2 * v + 1
+    assert 16 in fn.calls  # the whole batch was tried first
+
+
+def test_bounded_queue_refuses_at_once() -> None:
+    fn = Recorder()
+    fn.release.clear()
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fn, name="m", max_batch_size=2, max_queue_size=3)
+        tasks = [asyncio.create_task(batcher.submit(rows([0]), 1))]
+        while not batcher.busy or batcher.depth:  # the first one is running
+            await asyncio.sleep(0.001)
+        tasks += [asyncio.create_task(batcher.submit(rows([i]), 1)) for i in range(1, 10)]
+        await asyncio.sleep(0.05)
+        refused = [t for t in tasks if t.done()]
+        fn.release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.close()
+        return [len(refused), *results]
+
+    refused, *results = run(main())
+    overloaded = [r for r in results if isinstance(r, OverloadedError)]
+    assert refused == len(overloaded) == 6  # 1 running + 3 queued admitted
+    assert "max_queue_size 3" in str(overloaded[0])
+    answered = [r for r in results if isinstance(r, dict)]
+    assert sorted(r["y"].item() for r in answered) == [1, 3, 5, 7]
+
+
+def test_timeout_and_shapes_that_cannot_merge() -> None:
+    fn = Recorder(delay=0.2)
+
+    async def main() -> tuple[Any, Any, Any]:
+        batcher = Batcher(fn, name="m")
+        slow = asyncio.create_task(batcher.submit(rows([1]), 1))
+        while not batcher.busy or batcher.depth:  # the first one is running
+            await asyncio.sleep(0.001)
+        late = asyncio.create_task(batcher.submit(rows([2]), 1, timeout=0.01))
+        wide = asyncio.create_task(batcher.submit({"x": np.ones((1, 3), np.float32)}, 1))
+        results = await asyncio.gather(slow, late, wide, return_exceptions=True)
+        await batcher.close()
+        return tuple(results)
+
+    slow, late, wide = run(main())
+    assert slow["y"].item() == 3
+    assert isinstance(late, DeadlineExceededError) and "timeout of 0.01 s" in str(late)
+    np.testing.assert_array_equal(wide["y"], [[3, 3, 3]])
+    assert fn.calls == [1, 1]  # the timed-out request never ran; the (1, 3) one ran alone
+
+
+# -- through the server ----------------------------------------------------------------------
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    match = re.search(rf"^{name}{{{re.escape(wanted)}}} (\S+)$", text, re.M)
+    assert match, f"{name}{{{wanted}}} not in /metrics"
+    return float(match.group(1))
+
+
+async def _fire(url: str, model: str, xs: list[np.ndarray]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(xs))
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"/v2/models/{model}/infer",
+                    json={
+                        "inputs": [
+                            {"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                             "data": x.ravel().tolist()}
+                        ]
+                    },
+                )
+                for x in xs
+            )
+        )  # fmt: skip
+
+
+def test_server_batches_under_load_and_answers_row_by_row(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    rng = np.random.default_rng(11)
+    xs = [rng.standard_normal((1 + i % 3, 4)).astype(np.float32) for i in range(48)]
+    responses = asyncio.run(_fire(server.url, "slow", xs))
+    for x, r in zip(xs, responses):
+        assert r.status_code == 200, r.text
+        y = np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(len(x), 3)
+        np.testing.assert_allclose(y, tiny_reference(x, 0), rtol=1e-5, atol=1e-5)
+    text = client.get("/metrics").text
+    calls = _metric(text, "modelport_batch_size_count", model="slow", version="1")
+    rows_total = _metric(text, "modelport_batch_size_sum", model="slow", version="1")
+    assert rows_total == sum(len(x) for x in xs)
+    assert calls < len(xs)  # some calls carried several requests
+    assert _metric(text, "modelport_batch_size_bucket", model="slow", version="1", le="1.0") < calls
+
+
+def test_one_failing_request_in_a_busy_batch(server: LiveServer, client: httpx.Client) -> None:
+    xs = [np.array([[i / 2, 1.0]], np.float32) for i in range(24)]
+    xs[7] = np.array([[13.0, 1.0]], np.float32)
+    responses = asyncio.run(_fire(server.url, "flaky", xs))
+    for i, (x, r) in enumerate(zip(xs, responses)):
+        if i == 7:
+            assert r.status_code == 500 and "unlucky number" in r.json()["error"]
+        else:
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][0]["data"] == (x * 2 + 1).ravel().tolist()
+    assert_healthy(client)
+
+
+def test_overload_gives_fast_503s_and_correct_answers(tmp_path: Path) -> None:
+    model = slow_model(
+        tmp_path / "slow", 0.05, "{max_batch_size: 2, max_queue_delay_ms: 0, max_queue_size: 4}"
+    )
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(60)]
+    with start(model) as live:
+        responses = asyncio.run(_fire(live.url, "slow", xs))
+        refused = [r for r in responses if r.status_code == 503]
+        admitted = [(x, r) for x, r in zip(xs, responses) if r.status_code == 200]
+        assert len(refused) + len(admitted) == len(xs)
+        assert refused and admitted
+        for r in refused:
+            assert r.headers["retry-after"] == "1"
+            assert "overloaded" in r.json()["error"]
+        for x, r in admitted:
+            y = np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(1, 3)
+            np.testing.assert_allclose(y, tiny_reference(x, 0), rtol=1e-5, atol=1e-5)
+        with httpx.Client(base_url=live.url) as client:
+            text = client.get("/metrics").text
+            refused_count = _metric(
+                text,
+                "modelport_requests_total",
+                model="slow",
+                version="1",
+                protocol="rest",
+                status="503",
+            )
+            assert refused_count == len(refused)
+            ok = client.post("/v2/models/slow/infer", json={
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
+            })  # fmt: skip
+            assert ok.status_code == 200
+            assert client.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("timeout_us", [1])
+def test_request_timeout_parameter(server: LiveServer, timeout_us: int) -> None:
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+        "parameters": {"timeout": timeout_us},
+    }
+    with httpx.Client(base_url=server.url) as client:
+        r = client.post("/v2/models/slow/infer", json=body)
+        assert r.status_code == 504 and "timeout" in r.json()["error"]
+        assert_healthy(client)

@@ -1,0 +1,172 @@
+"""``modelport serve`` as a real subprocess: settings sources, auth, SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from modelport.errors import ConfigError
+from modelport.settings import Settings
+from tests.server.conftest import free_socket, slow_model, tiny_reference
+
+MODELPORT = [sys.executable, "-c", "from modelport.cli import main; main()"]
+
+
+def free_port() -> int:
+    with free_socket() as sock:
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(
+    args: list[str], env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``modelport serve ARGS`` in a subprocess; yields it once it is ready."""
+    port = port or free_port()
+    full_env = {**os.environ, "MODELPORT_HTTP_PORT": str(port), "MODELPORT_GRPC_PORT": "0"}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [*MODELPORT, "serve", *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url) as client:
+            for _ in range(400):
+                if proc.poll() is not None:
+                    raise AssertionError(f"serve exited early: {proc.communicate()[1]}")
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                threading.Event().wait(0.05)
+            else:
+                raise AssertionError("serve did not become ready")
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_sigterm_answers_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
+    model = slow_model(tmp_path / "slow", 0.3, "{max_batch_size: 1}")
+    xs = [np.full((1, 4), i, np.float32) for i in range(5)]
+    results: list[Any] = [None] * len(xs)
+
+    def call(i: int, url: str) -> None:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                            "data": xs[i].ravel().tolist()}]}  # fmt: skip
+        try:
+            results[i] = httpx.post(f"{url}/v2/models/slow/infer", json=body, timeout=60)
+        except httpx.HTTPError as exc:
+            results[i] = exc
+
+    with serving([str(model)]) as (proc, url):
+        threads = [threading.Thread(target=call, args=(i, url)) for i in range(len(xs))]
+        for t in threads:
+            t.start()
+        with httpx.Client(base_url=url) as client:
+            # Wait until all five are inside the server (queued or running).
+            for _ in range(400):
+                text = client.get("/metrics").text
+                match = re.search(r'modelport_requests_in_flight{protocol="rest"} (\S+)', text)
+                if match and float(match.group(1)) >= len(xs) + 1:  # + this scrape
+                    break
+                threading.Event().wait(0.02)
+            else:
+                raise AssertionError("requests never got in flight")
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        returncode = proc.wait(timeout=60)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert returncode == 0, stderr
+    for x, r in zip(xs, results):
+        assert isinstance(r, httpx.Response) and r.status_code == 200, r
+        y = np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(1, 3)
+        np.testing.assert_allclose(y, tiny_reference(x, 0), rtol=1e-5, atol=1e-5)
+    assert "shutting down" in stderr
+
+
+def test_env_config_file_auth_and_single_artifact_name(tmp_path: Path, tiny_onnx: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("auth_token: s3cret\nlog_format: json\naccess_log: true\n")
+    with serving([str(tiny_onnx)], env={"MODELPORT_CONFIG": str(config)}) as (proc, url):
+        with httpx.Client(base_url=url) as client:
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                                "data": [1, 2, 3, 4]}], "id": "logged-id"}  # fmt: skip
+            denied = client.post("/v2/models/tiny/infer", json=body)
+            assert denied.status_code == 401 and "bearer token" in denied.json()["error"]
+            assert denied.headers["www-authenticate"] == "Bearer"
+            wrong = client.get("/v2", headers={"authorization": "Bearer s3cre"})
+            assert wrong.status_code == 401
+            auth = {"authorization": "Bearer s3cret"}
+            ok = client.post("/v2/models/tiny/infer", json=body, headers=auth)
+            assert ok.status_code == 200 and ok.json()["model_name"] == "tiny"
+            assert client.get("/v2/health/ready").status_code == 200  # probes stay open
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    import json
+
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    access = [entry for entry in lines if entry.get("logger") == "modelport.access"]
+    assert any(e.get("request_id") == "logged-id" and e["status"] == 200 for e in access)
+
+
+def test_warns_without_auth_beyond_loopback(tiny_onnx: Path) -> None:
+    port = free_port()
+    with serving([str(tiny_onnx), "--host", "0.0.0.0", "--log-format", "text"], port=port) as (
+        proc,
+        _,
+    ):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert "without authentication" in stderr
+
+
+def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*MODELPORT, "serve", str(tmp_path / "missing.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no such file or directory" in result.stderr
+
+
+def test_settings_precedence_and_validation(tmp_path: Path) -> None:
+    file = tmp_path / "s.yaml"
+    file.write_text("http_port: 9000\ngrpc-port: 9001\nthreads: 2\n")
+    env = {"MODELPORT_HTTP_PORT": "9100", "MODELPORT_CONFIG": str(file)}
+    s = Settings.load({"host": "0.0.0.0", "threads": None}, environ=env)
+    assert (s.host, s.http_port, s.grpc_port, s.threads) == ("0.0.0.0", 9100, 9001, 2)
+    assert Settings.load({"http_port": 1}, environ=env).http_port == 1
+    assert Settings.load({"grpc_port": 0}).grpc_port is None
+    assert not s.loopback_only and Settings().loopback_only
+    with pytest.raises(ConfigError, match="http_port: invalid value 'x'"):
+        Settings.load(environ={"MODELPORT_HTTP_PORT": "x"})
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        file.write_text("colour: blue\n")
+        Settings.load(config_file=file)
+    with pytest.raises(ConfigError, match="log_level"):
+        Settings.load({"log_level": "loud"})

@@ -1,0 +1,234 @@
+"""The prediction log on real SQLite and PostgreSQL: concurrency, outages, the spool bound."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from modelport.errors import ConfigError
+from modelport.store import PredictionLog, PredictionRecord
+from modelport.store.schema import schema_version
+from modelport.store.spool import Spool
+from tests.store.pg import PostgresServer, _free_port
+
+
+def make_record(i: int, model: str = "iris", **kw: object) -> PredictionRecord:
+    x = np.array([[i, i + 0.5, -i, 1.0]], dtype=np.float32)
+    y = np.array([[0.1, 0.7, 0.2]], dtype=np.float32)
+    return PredictionRecord(
+        request_id=f"req-{i}",
+        model=model,
+        version="1",
+        inputs={"x": x},
+        outputs={"y": y},
+        latency_ms=1.5,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def logged_ids(url: str, log: PredictionLog, model: str = "iris") -> list[str]:
+    return [row["request_id"] for row in log.predictions(model)]
+
+
+def hammer(log: PredictionLog, threads: int, per_thread: int, offset: int = 0) -> None:
+    def work(t: int) -> None:
+        for k in range(per_thread):
+            assert log.record(make_record(offset + t * per_thread + k))
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+
+
+def test_every_record_present_after_concurrent_logging(db_url: str, tmp_path: Path) -> None:
+    with PredictionLog.open(db_url, spool_dir=tmp_path / "spool", batch_size=64) as log:
+        hammer(log, threads=16, per_thread=150)
+        assert log.flush(timeout=60)
+        ids = logged_ids(db_url, log)
+        stats = log.stats
+    assert sorted(ids) == sorted(f"req-{i}" for i in range(2400))
+    assert (stats.received, stats.written, stats.lost, stats.spooled) == (2400, 2400, 0, 0)
+
+
+def test_record_round_trips_inputs_outputs_and_metadata(db_url: str, tmp_path: Path) -> None:
+    big = np.arange(5000, dtype=np.int64).reshape(1, 5000)
+    with PredictionLog.open(db_url, spool_dir=tmp_path / "spool", max_input_bytes=1000) as log:
+        log.record(make_record(3, metadata={"user": "ana", "tags": ["a"]}, status="ok"))
+        log.record(
+            PredictionRecord(
+                request_id="big",
+                model="iris",
+                version="2",
+                inputs={"ids": big},
+                outputs=None,
+                status="PredictionError",
+                error="boom",
+                latency_ms=9.0,
+            )
+        )
+        assert log.flush(timeout=30)
+        engine = sa.create_engine(log.db.url)
+    with engine.connect() as conn:
+        rows = {
+            r.request_id: r
+            for r in conn.execute(sa.text("SELECT * FROM modelport_predictions")).mappings()
+        }
+    engine.dispose()
+    small = rows["req-3"]
+    inputs = json.loads(small["inputs"])
+    assert inputs["x"]["shape"] == [1, 4] and inputs["x"]["data"] == [3.0, 3.5, -3.0, 1.0]
+    assert json.loads(small["outputs"])["y"]["shape"] == [1, 3]
+    assert json.loads(small["metadata"]) == {"user": "ana", "tags": ["a"]}
+    assert not small["inputs_truncated"]
+    large = rows["big"]
+    assert large["inputs_truncated"] and large["inputs_bytes"] > 1000
+    assert json.loads(large["inputs"]) == {"ids": {"shape": [1, 5000], "datatype": "<i8"}}
+    assert len(large["inputs_sha256"]) == 64
+    assert (large["status"], large["error"], large["outputs"]) == ("PredictionError", "boom", None)
+
+
+def test_postgres_stopped_mid_run_every_record_present(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    log = PredictionLog.open(pg_url, spool_dir=tmp_path / "spool", batch_size=50)
+    try:
+        hammer(log, threads=8, per_thread=100, offset=0)
+        assert log.flush(timeout=60)
+        postgres.stop()
+        try:
+            hammer(log, threads=8, per_thread=100, offset=800)  # never blocks, never raises
+            assert not log.flush(timeout=60)  # the database is down: flushed to the spool only
+            down = log.stats
+            assert down.spooled == 800 and down.lost == 0 and not down.db_up
+            assert down.spool_bytes > 0
+        finally:
+            postgres.start()
+        hammer(log, threads=8, per_thread=100, offset=1600)
+        assert log.flush(timeout=60)
+        ids = logged_ids(pg_url, log)
+        stats = log.stats
+    finally:
+        log.close()
+    assert sorted(ids) == sorted(f"req-{i}" for i in range(2400))
+    # Records arriving before the writer's next retry are spooled too; all come back.
+    assert stats.spooled >= 800 and stats.replayed == stats.spooled
+    assert stats.written + stats.replayed == 2400
+    assert stats.lost == 0 and stats.spool_bytes == 0 and stats.db_up
+
+
+def test_spool_left_by_a_stopped_process_is_replayed_on_next_open(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    postgres.stop()
+    try:
+        log = PredictionLog.open(pg_url, spool_dir=tmp_path / "spool")  # opens with the db down
+        hammer(log, threads=4, per_thread=50)
+        assert not log.flush(timeout=30)
+        log.close()
+        assert log.stats.spooled == 200
+    finally:
+        postgres.start()
+    with PredictionLog.open(pg_url, spool_dir=tmp_path / "spool") as log:
+        assert log.flush(timeout=60)
+        assert log.stats.replayed == 200
+        assert sorted(logged_ids(pg_url, log)) == sorted(f"req-{i}" for i in range(200))
+    assert not list((tmp_path / "spool").glob("seg-*"))
+
+
+def test_spool_bound_exceeded_counts_the_loss_and_keeps_going(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelport.store.metrics import PredictionLogCollector
+
+    nowhere = f"postgresql://modelport@127.0.0.1:{_free_port()}/postgres"  # nothing listens
+    log = PredictionLog.open(nowhere, spool_dir=tmp_path / "spool", spool_limit_bytes=20_000)
+    registry = CollectorRegistry()
+    registry.register(PredictionLogCollector(log))
+    try:
+        for i in range(300):
+            assert log.record(make_record(i))
+        assert not log.flush(timeout=60)
+        stats = log.stats
+        assert stats.spooled > 0 and stats.lost > 0
+        assert stats.spooled + stats.lost == 300
+        assert stats.spool_bytes <= 20_000
+        text = generate_latest(registry).decode()
+        assert log.record(make_record(999))  # still accepting
+    finally:
+        log.close(timeout=30)
+    assert f'modelport_prediction_log_records_total{{outcome="lost"}} {stats.lost}.0' in text
+    assert "modelport_prediction_log_db_up 0.0" in text
+
+
+def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path, sqlite_url: str) -> None:
+    nowhere = f"postgresql://modelport@127.0.0.1:{_free_port()}/postgres"
+    log = PredictionLog.open(nowhere, spool_dir=tmp_path / "spool", queue_size=1)
+    try:
+        accepted = [log.record(make_record(i)) for i in range(2000)]
+        assert not all(accepted)
+        assert log.stats.lost >= accepted.count(False)
+    finally:
+        log.close(timeout=30)
+
+
+def test_sampling(sqlite_url: str, tmp_path: Path) -> None:
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.25) as log:
+        for i in range(4000):
+            log.record(make_record(i))
+        assert log.flush(timeout=60)
+        n = log.db.count("iris")
+        stats = log.stats
+    # Binomial(4000, 0.25): mean 1000, sd ~27; 6 sd either side.
+    assert 840 < n < 1160
+    assert stats.sampled_out == 4000 - n and stats.written == n
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.0) as log:
+        assert not log.record(make_record(1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sample_rate": 1.5}, "sample rate must be between 0 and 1"),
+        ({"max_input_bytes": 0}, "max_input_bytes must be >= 1"),
+        ({"spool_limit_bytes": -1}, "spool limit must be >= 0"),
+    ],
+)
+def test_bad_options_are_config_errors(
+    sqlite_url: str, tmp_path: Path, kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_url_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unsupported log database URL scheme 'mysql'"):
+        PredictionLog.open("mysql://x@y/z", spool_dir=tmp_path)
+
+
+def test_schema_newer_than_the_code_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    with (
+        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s") as log,
+        log.db.engine.begin() as conn,
+    ):
+        conn.execute(sa.update(schema_version).values(version=99))
+    with pytest.raises(ConfigError, match="schema is version 99"):
+        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s")
+
+
+def test_one_spool_directory_per_process(tmp_path: Path, sqlite_url: str) -> None:
+    first = Spool(tmp_path / "spool", 1000)
+    try:
+        with pytest.raises(ConfigError, match="in use by another process"):
+            Spool(tmp_path / "spool", 1000)
+        # Without an explicit spool_dir, a second log on the same file takes the next folder.
+        with PredictionLog.open(sqlite_url) as a, PredictionLog.open(sqlite_url) as b:
+            assert a.spool.directory != b.spool.directory
+    finally:
+        first.close()

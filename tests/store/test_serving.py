@@ -1,0 +1,240 @@
+"""``modelport serve --log-db``: every answered request logged, feedback over HTTP, the report.
+
+The server runs as a real subprocess on loopback ports, stopped with SIGTERM (which flushes
+the log); PostgreSQL is a real server, stopped and restarted in the middle of the load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from modelport.errors import ModelNotFoundError, UnknownRequestError
+from modelport.runtime.dataplane import DataPlane
+from modelport.store import PredictionLog
+from tests.builders import mlp_reference, mlp_weights, onnx_mlp
+from tests.store.pg import PostgresServer, _free_port
+
+HANG_GUARD = 60.0
+
+PICKY_MODEL = '''
+from modelport import Model, Signature, TensorSpec
+
+
+class Picky(Model):
+    """y = x + 1, but a row holding 13 fails the request."""
+
+    signature = Signature(
+        inputs=(TensorSpec("x", "FP32", (-1, 1)),), outputs=(TensorSpec("y", "FP32", (-1, 1)),)
+    )
+
+    def predict(self, inputs):
+        if (inputs["x"] == 13).any():
+            raise ValueError("unlucky number")
+        return {"y": inputs["x"] + 1}
+'''
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    (root / "tiny" / "1").mkdir(parents=True)
+    onnx_mlp(root / "tiny" / "1" / "model.onnx", [4, 16, 3], seed=0)
+    (root / "picky").mkdir()
+    (root / "picky" / "model.py").write_text(textwrap.dedent(PICKY_MODEL))
+    return root
+
+
+def _exe() -> str:
+    return shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+
+
+class Served:
+    """``modelport serve`` in a subprocess."""
+
+    def __init__(self, repo: Path, log_db: str, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = _exe()
+        self.output = workdir / "serve.log"
+        with self.output.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [exe, "serve", str(repo), "--http-port", str(self.port), "--grpc-port", "0",
+                 "--trust", "--log-format", "text", "--log-db", log_db],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        give_up = time.monotonic() + HANG_GUARD
+        with httpx.Client(base_url=self.url) as client:
+            while time.monotonic() < give_up:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        self.proc.kill()
+        pytest.fail(f"serve was not ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(HANG_GUARD) == 0, self.log()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(HANG_GUARD)
+
+
+@pytest.fixture
+def serve(repo: Path, tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def run(log_db: str) -> Served:
+        started.append(Served(repo, log_db, tmp_path))
+        return started[-1]
+
+    yield run
+    for s in started:
+        s.kill()
+
+
+def body(x: np.ndarray, request_id: str) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                    "data": x.ravel().tolist()}],
+    }  # fmt: skip
+
+
+def load(url: str, ids: list[str], threads: int = 8) -> dict[str, int]:
+    """POST one tiny inference per id from ``threads`` threads; return id → predicted class."""
+    answers: dict[str, int] = {}
+    chunks = [ids[k::threads] for k in range(threads)]
+
+    def work(chunk: list[str]) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for rid in chunk:
+                x = np.full((1, 4), int(rid.split("-")[1]) % 7 - 3, dtype=np.float32)
+                r = client.post("/v2/models/tiny/infer", json=body(x, rid))
+                assert r.status_code == 200, r.text
+                answers[rid] = int(np.argmax(r.json()["outputs"][0]["data"]))
+
+    pool = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len(answers) == len(ids)
+    return answers
+
+
+def test_served_requests_are_logged_and_take_feedback(serve: Any, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    server = serve(db)
+    ids = [f"r-{i}" for i in range(200)]
+    answers = load(server.url, ids)
+    weights = mlp_weights([4, 16, 3], 0)
+    for rid, cls in answers.items():
+        x = np.full((1, 4), int(rid.split("-")[1]) % 7 - 3, dtype=np.float32)
+        assert cls == int(np.argmax(mlp_reference(x, weights)))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        failed = client.post("/v2/models/picky/infer", json=body(np.array([[13.0]]), "bad-1"))
+        assert failed.status_code == 500
+        # Feedback: right for r-0..r-9, wrong for r-10..r-14.
+        for i in range(15):
+            truth = answers[f"r-{i}"] if i < 10 else (answers[f"r-{i}"] + 1) % 3
+            r = client.post(
+                "/v2/models/tiny/feedback", json={"request_id": f"r-{i}", "value": truth}
+            )
+            assert r.status_code == 200, r.text
+        bad = {
+            "/v2/models/tiny/feedback": [
+                ({"request_id": "nope", "value": 1}, 404, "no logged prediction with request id"),
+                ({"request_id": "r-1", "value": None}, 400, "must be a number, a label"),
+                ({"request_id": "r-1", "value": [[1]]}, 400, "got nested list"),
+                ({"request_id": "r-1"}, 400, 'feedback must be a JSON object {"request_id"'),
+                ({"request_id": "r-1", "value": 1, "oops": 2}, 400, "unknown feedback field"),
+                ([1, 2], 400, "feedback must be a JSON object"),
+            ],
+            "/v2/models/ghost/feedback": [({"request_id": "r-1", "value": 1}, 404, "ghost")],
+            # the request was logged by tiny, not picky
+            "/v2/models/picky/feedback": [({"request_id": "r-1", "value": 1}, 404, "'picky'")],
+        }
+        for path, cases in bad.items():
+            for payload, status, message in cases:
+                r = client.post(path, json=payload)
+                assert r.status_code == status and message in r.json()["error"], (payload, r.text)
+        r = client.post("/v2/models/tiny/feedback", content=b"{not json")
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+        load(server.url, ["r-999"], threads=1)  # still serving
+        metrics = client.get("/metrics").text
+        assert 'modelport_prediction_log_records_total{outcome="lost"} 0.0' in metrics
+    server.stop()
+
+    with PredictionLog.open(db, spool_dir=tmp_path / "read") as log:
+        rows = {r["request_id"]: r for r in log.predictions("tiny")}
+        picky = list(log.predictions("picky"))
+    assert set(rows) == {*ids, "r-999"}
+    assert all(r["status"] == "ok" and r["version"] == "1" for r in rows.values())
+    assert [r["feedback"] for r in (rows[f"r-{i}"] for i in range(3))] == [
+        answers[f"r-{i}"] for i in range(3)
+    ]
+    assert [(r["request_id"], r["status"]) for r in picky] == [("bad-1", "PredictionError")]
+
+    report = subprocess.run(
+        [_exe(), "report", "tiny", "--log-db", db],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "requests: 201" in report.stdout and "accuracy 0.667 on 15 rows" in report.stdout
+
+
+def test_postgres_restarted_under_served_load_loses_nothing(
+    serve: Any, postgres: PostgresServer, pg_url: str
+) -> None:
+    server = serve(pg_url)
+    load(server.url, [f"a-{i}" for i in range(150)])
+    postgres.stop()
+    try:
+        load(server.url, [f"b-{i}" for i in range(150)])  # answered while the database is down
+    finally:
+        postgres.start()
+    load(server.url, [f"c-{i}" for i in range(150)])
+    server.stop()
+    assert "unreachable, spooling" in server.log()
+    with PredictionLog.open(pg_url, spool_dir=server.output.parent / "read") as log:
+        logged = sorted(r["request_id"] for r in log.predictions("tiny"))
+    expected = sorted(f"{p}-{i}" for p in "abc" for i in range(150))
+    assert logged == expected
+
+
+def test_feedback_without_a_log_is_a_clear_error(repo: Path) -> None:
+    from modelport.runtime.repository import discover
+
+    plane = DataPlane(discover(repo / "tiny", trust=None))
+
+    async def ask(name: str) -> None:
+        await plane.feedback(name, "r-1", 1)
+
+    with pytest.raises(UnknownRequestError, match="prediction logging is off on this server"):
+        asyncio.run(ask("tiny"))
+    with pytest.raises(ModelNotFoundError):
+        asyncio.run(ask("ghost"))
