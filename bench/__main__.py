@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .harness import TARGETS, Settings, run
-from .load import HarnessError
+from .load import HarnessError, parse_cpus
 from .report import checks, write
 from .workloads import WORKLOADS
 
@@ -25,14 +25,19 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run the whole benchmark; write bench/results/<date>.md, .png and .json.",
+    )
     parser.add_argument("--quick", action="store_true", help="1 s warm-up, 1 x 2 s per point")
     parser.add_argument("--workloads", default="w1,w2", help="comma list of: w1, w2")
     parser.add_argument(
         "--targets", default=",".join(TARGETS), help=f"comma list of: {', '.join(TARGETS)}"
     )
-    parser.add_argument("--concurrency", type=_ints, default=(1, 16, 64))
-    parser.add_argument("--seconds", type=int, help="seconds per measured sample (default 5)")
+    parser.add_argument(
+        "--concurrency", type=_ints, default=(1, 16, 64), help="comma list (default 1,16,64)"
+    )
+    parser.add_argument("--seconds", type=int, help="seconds per measured sample (default 4)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per point (default 2)")
     parser.add_argument("--repeats", type=int, help="samples per point, median kept (default 3)")
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for servers and C1")
@@ -46,7 +51,9 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
         metavar="SECONDS",
         help="py-spy the modelport server at W1 HTTP JSON, top concurrency",
     )
-    parser.add_argument("--work-dir", type=Path, default=HERE / "_work")
+    parser.add_argument(
+        "--work-dir", type=Path, default=HERE / "_work", help="generated models, bodies, logs"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     parser.add_argument("--name", help="results file stem (default: today's date)")
     parser.add_argument("--note", default="", help="a caveat printed at the top of the results")
@@ -61,7 +68,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
         workloads=tuple(WORKLOADS[w] for w in args.workloads.split(",")),
         targets=tuple(args.targets.split(",")),
         concurrency=args.concurrency,
-        seconds=args.seconds or (2 if quick else 5),
+        seconds=args.seconds or (2 if quick else 4),
         warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
         repeats=args.repeats or (1 if quick else 3),
         c1_seconds=0.5 if quick else 2.0,
@@ -81,14 +88,15 @@ def _check_cpus(settings: Settings) -> None:
     for cpus in (settings.server_cpus, settings.client_cpus):
         if cpus is None:
             continue
-        for part in cpus.split(","):
-            first, _, last = part.partition("-")
-            wanted = range(int(first), int(last or first) + 1)
-            if not set(wanted) <= allowed:
-                raise SystemExit(
-                    f"CPU list {cpus!r} is not available here (allowed: {sorted(allowed)}); "
-                    "pass --server-cpus/--client-cpus or --no-pin"
-                )
+        try:
+            wanted = parse_cpus(cpus)
+        except ValueError:
+            raise SystemExit(f"CPU list {cpus!r} is not a taskset list such as 0 or 0-3") from None
+        if not wanted <= allowed:
+            raise SystemExit(
+                f"CPU list {cpus!r} is not available here (allowed: {sorted(allowed)}); "
+                "pass --server-cpus/--client-cpus or --no-pin"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,8 +102,8 @@ def _variants(model: Any, direct: Callable[[np.ndarray], Any], x: np.ndarray) ->
 def measure(
     frameworks: tuple[str, ...] = ("onnx", "torch"),
     batches: tuple[int, ...] = (1, 64),
-    rounds: int = 7,
-    round_seconds: float = 0.2,
+    rounds: int = 15,
+    round_seconds: float = 0.1,
     workload: Workload = W1,
 ) -> list[dict[str, Any]]:
     """Per-call µs of the direct call and the two contract calls, and the overheads."""
@@ -151,8 +151,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.contract", description=__doc__)
     parser.add_argument("--frameworks", default="onnx,torch")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--round-seconds", type=float, default=0.2)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--round-seconds", type=float, default=0.1)
     parser.add_argument("--json", action="store_true", help="print BENCH_RESULT {json}")
     args = parser.parse_args()
     rows = measure(

@@ -21,7 +21,12 @@ STREAMS_PER_CHANNEL = 16
 
 
 async def _load(
-    target: str, request: bytes, concurrency: int, seconds: float, warmup: float
+    target: str,
+    request: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    connect_timeout: float,
 ) -> dict[str, int]:
     import grpc
 
@@ -51,7 +56,10 @@ async def _load(
 
     try:
         for ch in channels:
-            await ch.channel_ready()
+            try:
+                await asyncio.wait_for(ch.channel_ready(), connect_timeout)
+            except asyncio.TimeoutError:
+                raise SystemExit(f"cannot connect to {target} in {connect_timeout:g} s") from None
         if warmup > 0:
             stop = time.perf_counter_ns() + int(warmup * 1e9)
             await asyncio.gather(*(worker(calls[i % len(calls)], stop) for i in range(concurrency)))
@@ -85,9 +93,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.0)
+    parser.add_argument("--connect-timeout", type=float, default=10.0)
     args = parser.parse_args()
     result = asyncio.run(
-        _load(args.target, args.request.read_bytes(), args.concurrency, args.seconds, args.warmup)
+        _load(
+            args.target,
+            args.request.read_bytes(),
+            args.concurrency,
+            args.seconds,
+            args.warmup,
+            args.connect_timeout,
+        )
     )
     print("BENCH_RESULT " + json.dumps(result), flush=True)
 

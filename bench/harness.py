@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import servers
-from .load import HarnessError, Point, Sample, grpc_sample, measure, wrk_sample
+from .load import HarnessError, Point, Sample, grpc_sample, measure, parse_cpus, wrk_sample
 from .machine import describe
 from .standalone import cold_start_s, compute_ceiling, contract_overhead, import_time_ms
 from .workloads import W1, W2, Bodies, Workload, build
@@ -47,7 +47,7 @@ class Settings:
     workloads: tuple[Workload, ...] = (W1, W2)
     targets: tuple[str, ...] = tuple(TARGETS)
     concurrency: tuple[int, ...] = (1, 16, 64)
-    seconds: int = 5
+    seconds: int = 4
     warmup: int = 2
     repeats: int = 3
     batches: tuple[int, ...] = (1, 8, 32, 64, 128)
@@ -57,7 +57,7 @@ class Settings:
     threads: int = 1
     """onnxruntime intra-op threads, for every target: one per server CPU."""
     cold_starts: int = 3
-    contract_rounds: int = 7
+    contract_rounds: int = 15
     """Rounds of the contract-overhead micro-benchmark; 0 skips it."""
     import_runs: int = 5
     profile_seconds: int = 0
@@ -66,7 +66,7 @@ class Settings:
     @property
     def gunicorn_workers(self) -> int:
         # gunicorn's documented recommendation: (2 x cores) + 1 sync workers.
-        cores = len(self.server_cpus.split(",")) if self.server_cpus else os.cpu_count() or 1
+        cores = len(parse_cpus(self.server_cpus)) if self.server_cpus else os.cpu_count() or 1
         return 2 * cores + 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> Results:
         points = results.points.setdefault(workload.key, {})
         for name, curve in _load_targets(workload, built[workload.key], settings, results, log):
             points[name] = [p.to_dict() for p in curve]
-    if JSON in settings_targets(settings) and W1 in settings.workloads:
+    if JSON in _wanted(settings) and W1 in settings.workloads:
         with _step(results, "cold start", log):
             results.cold_start_s = cold_start_s(
                 built[W1.key],
@@ -129,7 +129,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> Results:
     return results
 
 
-def settings_targets(settings: Settings) -> list[str]:
+def _wanted(settings: Settings) -> list[str]:
     return [TARGETS[t] for t in settings.targets]
 
 
@@ -215,7 +215,7 @@ def _load_targets(
     results: Results,
     log: Callable[[str], None],
 ) -> Iterator[tuple[str, list[Point]]]:
-    wanted = settings_targets(settings)
+    wanted = _wanted(settings)
     bench = _Workbench(workload, bodies, settings, log)
     logs, model, cpus = settings.work_dir / "logs", workload.key, settings.server_cpus
     if C2 in wanted and workload is W1:

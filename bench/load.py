@@ -19,7 +19,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HarnessError", "Point", "Sample", "grpc_sample", "measure", "pinned", "wrk_sample"]
+__all__ = [
+    "HarnessError",
+    "Point",
+    "Sample",
+    "grpc_sample",
+    "measure",
+    "parse_cpus",
+    "pinned",
+    "wrk_sample",
+]
 
 LUA_SCRIPT = Path(__file__).with_name("wrk_v2.lua")
 _MARK = "BENCH_RESULT "
@@ -59,6 +68,15 @@ class Point:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_cpus(cpus: str) -> set[int]:
+    """The CPUs of a taskset list such as ``0``, ``0,2`` or ``0-3``."""
+    found: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
 
 
 def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
@@ -108,17 +126,18 @@ def grpc_sample(
     seconds: float,
     cpus: str | None,
     warmup: float = 0.0,
+    connect_timeout: float = 10.0,
 ) -> Sample:
     """Run ``bench.grpc_load`` against ``target`` (host:port) sending the serialized request."""
     cmd = [sys.executable, "-m", "bench.grpc_load", target, str(request)]
     cmd += ["--concurrency", str(connections), "--seconds", str(seconds)]
-    cmd += ["--warmup", str(warmup)]
+    cmd += ["--warmup", str(warmup), "--connect-timeout", str(connect_timeout)]
     root = str(Path(__file__).resolve().parent.parent)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.getenv("PYTHONPATH")])),
     }
-    result = _run(pinned(cmd, cpus), env=env, limit=seconds + warmup + 60)
+    result = _run(pinned(cmd, cpus), env=env, limit=seconds + warmup + connect_timeout + 60)
     return Sample(
         requests=int(result["requests"]),
         seconds=result["duration_us"] / 1e6,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .harness import BINARY, C2, GRPC, JSON, B
+from .harness import BINARY, C2, C2G, GRPC, JSON, B
 
 __all__ = ["Check", "checks", "markdown", "plot", "write"]
 
@@ -145,7 +145,8 @@ def markdown(results: Mapping[str, Any], plot_name: str | None, note: str = "") 
         "## Load tests",
         "",
         "Median of the repeats; rows/s equals req/s (one row a request). Ratios: req/s "
-        "against C2 and B at the same concurrency; for W2, rows/s against C1 at batch 64.",
+        "against C2 (of the same transport: HTTP or gRPC) and B at the same concurrency; "
+        "for W2, rows/s against C1 at batch 64.",
         "",
     ]
     for key in results["points"]:
@@ -192,23 +193,26 @@ def _wrk(version: str | None) -> str:
 
 def _load_table(results: Mapping[str, Any], key: str) -> list[str]:
     targets = results["points"][key]
-    # W1 measures serving overhead (compare with the transport ceiling); W2 measures compute
-    # (compare with onnxruntime's batched throughput).
+    # W1 measures serving overhead (compare with the transport ceiling of the same transport);
+    # W2 measures compute (compare with onnxruntime's batched throughput).
     c1_64 = _c1(results, key, 64) if key != "w1" else None
-    refs = [(f"vs {r.split()[0]}", r) for r in (C2, B) if r in targets]
-    header = ["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors", *(n for n, _ in refs)]
+    has_c2, has_b = C2 in targets or C2G in targets, B in targets
+    header = ["target", "conc.", "req/s", "p50 ms", "p99 ms", "errors"]
+    header += ["vs C2"] * has_c2 + ["vs B"] * has_b + ["vs C1@64"] * bool(c1_64)
     rows = []
     for target, points in targets.items():
+        c2 = C2G if target in (GRPC, C2G) else C2
         for p in points:
             row = [target, p["concurrency"], f"{p['rps']:,.0f}", f"{p['p50_ms']:.2f}"]
             row += [f"{p['p99_ms']:.2f}", p["errors"]]
-            for _, ref in refs:
-                r = _point(results, key, ref, p["concurrency"])
-                row.append(f"{p['rps'] / r['rps']:.2f}x" if r and r["rps"] else "")
+            for present, ref, fmt in ((has_c2, c2, "{:.0%}"), (has_b, B, "{:.1f}x")):
+                if present:
+                    r = _point(results, key, ref, p["concurrency"])
+                    row.append(fmt.format(p["rps"] / r["rps"]) if r and r["rps"] else "")
             if c1_64:
                 row.append(f"{100 * p['rows_per_s'] / c1_64['rows_per_s']:.0f} %")
             rows.append(row)
-    return _table([*header, *(["vs C1@64"] if c1_64 else [])], rows)
+    return _table(header, rows)
 
 
 def _contract_section(rows: list[dict[str, Any]]) -> list[str]:
@@ -246,6 +250,17 @@ def _profile_section(profile: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+# One colour per target in every panel; the ceilings dashed.
+_STYLE = {
+    C2: ("black", "--"),
+    C2G: ("dimgrey", "--"),
+    B: ("tab:red", "-"),
+    JSON: ("tab:blue", "-"),
+    BINARY: ("tab:green", "-"),
+    GRPC: ("tab:purple", "-"),
+}
+
+
 def plot(results: Mapping[str, Any], path: Path) -> Path:
     """Throughput and p99 latency against concurrency, one line per target, per workload."""
     import matplotlib
@@ -259,12 +274,14 @@ def plot(results: Mapping[str, Any], path: Path) -> Path:
         rate_ax, p99_ax = axes[row]
         for target, points in results["points"][key].items():
             x = [p["concurrency"] for p in points]
-            rate_ax.plot(x, [p["rps"] for p in points], marker="o", label=target)
-            p99_ax.plot(x, [p["p99_ms"] for p in points], marker="o", label=target)
+            color, style = _STYLE.get(target, (None, "-"))
+            for ax, field in ((rate_ax, "rps"), (p99_ax, "p99_ms")):
+                y = [p[field] for p in points]
+                ax.plot(x, y, marker="o", color=color, linestyle=style, label=target)
         c1_64 = _c1(results, key, 64) if key != "w1" else None
         if c1_64:
             rate_ax.axhline(
-                c1_64["rows_per_s"], color="grey", linestyle="--", label="C1 batch 64 (rows/s)"
+                c1_64["rows_per_s"], color="tab:orange", linestyle=":", label="C1 batch 64 (rows/s)"
             )
         for ax, title, unit in (
             (rate_ax, "throughput", "requests/s"),

@@ -231,8 +231,11 @@ def verify_grpc(port: int, bodies: Bodies, expected: np.ndarray) -> None:
 
     from .grpc_load import METHOD
 
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
-        raw = channel.unary_unary(METHOD)(bodies.grpc_request.read_bytes(), timeout=10)
+    try:
+        with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+            raw = channel.unary_unary(METHOD)(bodies.grpc_request.read_bytes(), timeout=10)
+    except grpc.RpcError as exc:
+        raise HarnessError(f"gRPC on port {port} failed: {exc.code()} {exc.details()}") from None
     response = pb.ModelInferResponse.FromString(raw)
 
     def decode() -> np.ndarray:

@@ -254,6 +254,8 @@ def test_bad_arguments_name_what_was_wrong(capsys: pytest.CaptureFixture[str]) -
     assert "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="'97'"):
         parse(["--server-cpus", "97"])
+    with pytest.raises(SystemExit, match="'one' is not a taskset list"):
+        parse(["--client-cpus", "one"])
     settings, _ = parse(["--quick", "--no-pin", "--targets", "c2,json"])
     assert settings.server_cpus is None and settings.targets == ("c2", "json")
     assert (settings.seconds, settings.repeats) == (2, 1)
@@ -278,6 +280,7 @@ def test_smoke_run_measures_every_target_and_writes_the_report(tmp_path: Path) -
         cold_starts=1,
         import_runs=1,
         contract_rounds=1,
+        profile_seconds=1,
     )
     results = run(settings, log=lambda line: None).to_dict()
     assert results["failures"] == {}
@@ -295,6 +298,7 @@ def test_smoke_run_measures_every_target_and_writes_the_report(tmp_path: Path) -
         ("onnx", 1), ("onnx", 64), ("torch", 1), ("torch", 64),
     }  # fmt: skip
     assert results["cold_start_s"] > 0 and results["import_ms"] > 0
+    assert results["profile"]["samples"] > 0 and results["profile"]["by_package"]
     md, png = write(results, tmp_path / "out", "smoke")
     assert png is not None and png.exists()
     assert "| W1@4 HTTP JSON vs C2 |" in md.read_text()
@@ -327,3 +331,15 @@ def test_profile_summary_shares_samples_by_package_and_function() -> None:
         "infer (modelport/runtime/runner.py:156)": 80.0,
         "decode (modelport/protocol/codec.py:9)": 20.0,
     }
+
+
+def test_load_generators_fail_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = build(W1, tmp_path)
+    closed = f"{servers.HOST}:{servers.free_port()}"
+    with pytest.raises(HarnessError, match=f"cannot connect to {closed}"):
+        grpc_sample(
+            closed, bodies.grpc_request, connections=1, seconds=1, cpus=None, connect_timeout=0.5
+        )
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HarnessError, match="wrk is not installed"):
+        wrk_sample(f"http://{closed}/", bodies.json_request, connections=1, seconds=1, cpus=None)

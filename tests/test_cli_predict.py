@@ -341,3 +341,56 @@ def test_the_installed_command_exits_non_zero_with_one_line(
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "column 'f3' is not numeric" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keep_copies_an_id_column_that_is_not_a_feature(
+    skops_file: Path,
+    csv_file: Path,
+    classifier: Pipeline,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    frame = pd.read_csv(csv_file)
+    frame.insert(0, "customer", [f"c{i}" for i in range(len(frame))])
+    frame.to_csv(csv_file, index=False)
+    out = tmp_path / "out.parquet"
+    argv = ["predict", str(skops_file), str(csv_file), "-o", str(out), "-b", "64"]
+    code, err = run(argv, capsys)
+    assert code == 1
+    assert "(pass columns that are not features, such as an id, through with --keep)" in err
+    code, err = run([*argv, "--keep", "customer"], capsys)
+    assert code == 0, err
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["customer", "label", "probabilities"]
+    assert got["customer"].tolist() == frame["customer"].tolist()
+    np.testing.assert_array_equal(got["label"], classifier.predict(frame[FEATURES].to_numpy()))
+    code, err = run([*argv, "--keep", "nope"], capsys)
+    assert code == 1
+    assert "no column(s) ['nope'] to keep; columns found: customer, f0" in _error_line(err)
+
+
+def test_bad_json_line_is_named(
+    skops_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text('{"input": [1, 2, 3, 4]}\n\n{"input": [1, 2, 3,\n')
+    code, err = run(["predict", str(skops_file), str(src), "-o", str(tmp_path / "o.csv")], capsys)
+    assert code == 1
+    assert "rows.jsonl: line 3 is not JSON" in _error_line(err)
+
+
+def test_tsv_in_and_out(
+    skops_file: Path,
+    classifier: Pipeline,
+    data: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src, out = tmp_path / "rows.tsv", tmp_path / "out.tsv"
+    pd.DataFrame(data[0][:20], columns=FEATURES).to_csv(src, sep="\t", index=False)
+    code, err = run(["predict", str(skops_file), str(src), "-o", str(out)], capsys)
+    assert code == 0, err
+    got = pd.read_csv(out, sep="\t")
+    np.testing.assert_array_equal(
+        got["label"], classifier.predict(pd.read_csv(src, sep="\t").to_numpy())
+    )

@@ -221,6 +221,19 @@ def test_sklearn_classifier_pipeline(tmp_path: Path, skops_dump: Any) -> None:
     assert (got["label"] == pipe.predict(x)).mean() > 0.99
 
 
+def test_sklearn_classifier_without_probabilities(tmp_path: Path, skops_dump: Any) -> None:
+    pytest.importorskip("pandas")
+    from sklearn.datasets import load_iris
+    from sklearn.svm import LinearSVC
+
+    frame, y = load_iris(return_X_y=True, as_frame=True)  # fitted with named columns
+    skops_dump(LinearSVC(random_state=0).fit(frame, y), tmp_path / "svc.skops")
+    report = to_onnx(
+        tmp_path / "svc.skops", tmp_path / "svc.onnx", sample_inputs=frame.to_numpy()[::5]
+    )
+    assert report.diffs == {"label": 0.0}  # the only output the original has
+
+
 def test_sklearn_regressor_parity_failure(tmp_path: Path, skops_dump: Any) -> None:
     from sklearn.linear_model import LinearRegression
 
@@ -298,3 +311,24 @@ def test_keras_multi_io_exports_with_parity(tmp_path: Path, rng: np.random.Gener
     score, prob = keras_model([a, b], training=False)
     np.testing.assert_allclose(got["score"], np.asarray(score), atol=1e-5)
     np.testing.assert_allclose(got["prob"], np.asarray(prob), atol=1e-5)
+
+
+@pytest.mark.tensorflow
+def test_saved_model_exports_with_parity(tmp_path: Path, rng: np.random.Generator) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from tests.test_tensorflow_runtime import _two_heads
+
+    keras_model = _two_heads()
+    keras_model.export(str(tmp_path / "served"), verbose=False)
+    report = to_onnx(tmp_path / "served", tmp_path / "served.onnx")
+    assert report.framework == "tensorflow"
+    assert report.inputs == ("a", "b")
+    assert report.outputs == ("output_0", "output_1")
+    assert report.max_abs_diff <= 1e-4
+    a = rng.standard_normal((3, 3)).astype(np.float32)
+    b = rng.standard_normal((3, 2)).astype(np.float32)
+    got = _onnx_run(tmp_path / "served.onnx", {"a": a, "b": b})
+    np.testing.assert_allclose(
+        got["output_1"], np.asarray(keras_model([a, b], training=False)[1]), atol=1e-5
+    )

@@ -199,3 +199,27 @@ def test_bad_inputs_are_clear_and_the_model_keeps_working(
     with pytest.raises(modelport.InvalidInputError, match=expected):
         model.predict(bad)
     assert model.predict(data[0][:2])["label"].shape == (2,)
+
+
+def test_multi_output_classifier_gives_one_label_per_target(tmp_path: Path) -> None:
+    from sklearn.multioutput import MultiOutputClassifier
+
+    x, y = make_classification(n_samples=80, n_features=4, random_state=4)
+    targets = np.column_stack([y, 1 - y, (x[:, 0] > 0).astype(int)])
+    clf = MultiOutputClassifier(LogisticRegression()).fit(x, targets)
+    sio.dump(clf, tmp_path / "multi.skops")
+    model = modelport.load(tmp_path / "multi.skops")
+    assert model.signature is not None
+    assert model.signature.to_dict()["outputs"] == [
+        {"name": "label", "datatype": "INT64", "shape": [-1, 3]}
+    ]
+    np.testing.assert_array_equal(model.predict(x[:6]), clf.predict(x[:6]))
+
+
+def test_runtime_class_takes_trust_as_an_option(pipeline: Pipeline, tmp_path: Path) -> None:
+    joblib.dump(pipeline, tmp_path / "clf.pkl")
+    with pytest.raises(modelport.UntrustedArtifactError):
+        SklearnModel(tmp_path / "clf.pkl").ensure_loaded()
+    model = SklearnModel(tmp_path / "clf.pkl", trust=True).ensure_loaded()
+    assert isinstance(model, SklearnModel)
+    assert model.estimator is not None

@@ -53,7 +53,7 @@ def keras_mlp(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return path, model
 
 
-class _Scorer(tf.Module):  # type: ignore[misc]
+class _Scorer(tf.Module):
     """A SavedModel with named numeric and string inputs and dict outputs."""
 
     def __init__(self) -> None:
@@ -242,3 +242,11 @@ def test_lambda_layers_need_trust(tmp_path: Path, rng: np.random.Generator) -> N
     data = rng.standard_normal((3, 2)).astype(np.float32)
     trusted = modelport.load(tmp_path / "lam.keras", trust=True)
     np.testing.assert_allclose(trusted.predict(data), data * 2.0 + 1.0, rtol=1e-6)
+
+
+def test_thread_options_after_tensorflow_started(keras_mlp: tuple[Path, Any]) -> None:
+    _ = tf.constant(1.0) + 1.0  # TensorFlow's thread pools exist from the first op on
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(modelport.ConfigError, match="intra_op_threads: TensorFlow's thread pools"):
+        modelport.load(keras_mlp[0], intra_op_threads=current + 1)
+    assert modelport.load(keras_mlp[0]).predict(np.zeros((1, 4), np.float32)).shape == (1, 3)

@@ -318,6 +318,15 @@ def test_a_failing_forward_is_a_prediction_error(
     assert model.predict(np.zeros((1, 4), np.float32)).shape == (1, 3)
 
 
+def test_inputs_become_tensors_without_a_copy(state_dict_dir: tuple[Path, Any]) -> None:
+    model = modelport.load(state_dict_dir[0])
+    x = np.ones((5, 4), np.float32)
+    (tensor,) = model.as_tensors(x)
+    assert tensor.data_ptr() == x.ctypes.data  # shares numpy's memory
+    (cast,) = model.as_tensors(x.astype(np.float64))  # a float64 array must be converted
+    assert cast.dtype == torch.float32
+
+
 def test_read_only_and_reversed_arrays(state_dict_dir: tuple[Path, Any]) -> None:
     root, net = state_dict_dir
     model = modelport.load(root)
@@ -337,6 +346,19 @@ def test_truncated_torchscript(torchscript_pt: tuple[Path, Any], tmp_path: Path)
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(modelport.CorruptArtifactError, match=r"cut\.pt: not a readable"):
         modelport.load(bad)
+
+
+def test_truncated_safetensors(state_dict_dir: tuple[Path, Any], tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(state_dict_dir[1].state_dict(), tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(data[: len(data) - 40])
+    (tmp_path / "model.py").write_text(textwrap.dedent(NET_SOURCE))
+    with pytest.raises(
+        modelport.CorruptArtifactError, match=r"w\.safetensors: not a readable safetensors file"
+    ):
+        modelport.load(tmp_path)
 
 
 def test_corrupt_exported_program(tmp_path: Path) -> None:

@@ -44,24 +44,20 @@ NEGATIVE = [
     "poor value and bad quality",
     "I regretted every minute, awful",
 ]
-CONFIG = """\
-name: sentiment
-description: Positive or negative, from hashed character n-grams of English text.
-batching: {max_batch_size: 32, max_queue_delay_ms: 2}
-"""
 
 
 def build(out_dir: Path) -> Path:
-    """Train deterministically; write ``model.skops``, ``model.py`` and ``modelport.yaml``."""
+    """Train deterministically and write ``model.skops`` (plus, elsewhere than here, copies of
+    ``model.py`` and ``modelport.yaml``)."""
     texts = POSITIVE + NEGATIVE
     labels = ["positive"] * len(POSITIVE) + ["negative"] * len(NEGATIVE)
     classifier = LogisticRegression(C=10.0, max_iter=1000, random_state=0)
     classifier.fit(featurize(texts), labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     sio.dump(classifier, out_dir / "model.skops")
-    (out_dir / "modelport.yaml").write_text(CONFIG)
     if out_dir.resolve() != HERE:
-        shutil.copy(HERE / "model.py", out_dir / "model.py")
+        for name in ("model.py", "modelport.yaml"):
+            shutil.copy(HERE / name, out_dir / name)
     return out_dir / "model.skops"
 
 

@@ -79,6 +79,9 @@ class LambdaHandler:
             request = _parse(event, kind)
         except InvalidInputError as exc:
             return _result(kind, 400, _error_headers(), _error_body(str(exc)), False)
+        except Exception as exc:  # an event of a known kind, but malformed
+            message = f"malformed {kind} event: {type(exc).__name__}: {exc}"
+            return _result(kind, 400, _error_headers(), _error_body(message), False)
         try:
             status, headers, body = self._loop.run_until_complete(self._call_app(request))
         except Exception as exc:  # the app answers errors itself; this is a last resort
@@ -222,8 +225,7 @@ def _result(
     textual = names.get("content-type", "").startswith(_TEXT)
     result: Result = {"statusCode": status}
     if kind == "alb":
-        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
-        result["statusDescription"] = f"{status} {phrase}".strip()
+        result["statusDescription"] = f"{status} {_phrase(status)}".strip()
     if multi:
         result["multiValueHeaders"] = {k: [v] for k, v in names.items()}
     else:
@@ -231,6 +233,13 @@ def _result(
     result["body"] = body.decode("utf-8") if textual else base64.b64encode(body).decode("ascii")
     result["isBase64Encoded"] = not textual
     return result
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _configured() -> bool:

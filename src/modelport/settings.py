@@ -71,6 +71,15 @@ class Settings:
     """Prediction log database (file path, sqlite:///…, postgresql://…); None logs nothing."""
     log_sample_rate: float = 1.0
     """Share of requests the prediction log records."""
+    watch: bool = True
+    """Poll the model repository: new version directories go live, removed ones unload."""
+    watch_interval: float = 2.0
+    """Seconds between two scans of the model repository."""
+    swap_policy: str = "double_buffer"
+    """``double_buffer`` (no downtime, two versions in memory during a swap) or
+    ``swap_in_place`` (bounded memory, 503 + Retry-After during a swap)."""
+    admin: bool = False
+    """Serve the admin API (versions, pin, canary, shadow, rollback); needs ``auth_token``."""
 
     def __post_init__(self) -> None:
         if self.log_level not in _LOG_LEVELS:
@@ -89,6 +98,17 @@ class Settings:
             raise ConfigError(f"max_body_size must be >= 1, got {self.max_body_size}")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ConfigError("request_timeout must be > 0 seconds")
+        if self.watch_interval <= 0:
+            raise ConfigError(f"watch_interval must be > 0 seconds, got {self.watch_interval}")
+        if self.swap_policy not in ("double_buffer", "swap_in_place"):
+            raise ConfigError(
+                f"swap_policy must be 'double_buffer' or 'swap_in_place', got {self.swap_policy!r}"
+            )
+        if self.admin and not self.auth_token:
+            raise ConfigError(
+                "the admin API needs an auth token (--auth-token): management endpoints open "
+                "to anyone who reaches the port are how TorchServe's ShellTorch happened"
+            )
         if not 0.0 <= self.log_sample_rate <= 1.0:
             raise ConfigError(
                 f"log_sample_rate must be between 0 and 1, got {self.log_sample_rate}"
@@ -143,6 +163,10 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "trust": _bool,
     "log_db": _optional(str),
     "log_sample_rate": float,
+    "watch": _bool,
+    "watch_interval": float,
+    "swap_policy": lambda v: str(v).lower(),
+    "admin": _bool,
 }
 _FIELDS = tuple(f.name for f in fields(Settings))
 

@@ -258,3 +258,14 @@ print(json.dumps([fn.handler(e, None) for e in event]))
     ready, infer = json.loads(proc.stdout)
     assert answer(ready) == {"ready": True}
     assert answer(infer)["model_name"] == MODEL
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_event_of_a_known_kind(handler: LambdaHandler, kind: str) -> None:
+    ev = event(kind, "POST", f"/v2/models/{MODEL}/infer", infer_body())
+    ev["headers"] = ["not", "a", "mapping"]
+    ev.pop("multiValueHeaders", None)
+    result = handler(ev)
+    check_format(kind, result, 400)
+    assert "malformed" in answer(result)["error"]
+    assert handler(event(kind, "GET", "/v2/health/live"))["statusCode"] == 200

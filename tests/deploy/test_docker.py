@@ -144,3 +144,18 @@ def test_refuses_a_non_empty_output_unless_forced(iris_dir: Path, tmp_path: Path
     bundle = build(iris_dir, "docker", out, force=True)
     assert (out / "notes.txt").read_text() == "mine"
     assert (bundle.directory / "Dockerfile").is_file()
+
+
+def test_model_repository_is_baked_in_whole(tiny_onnx: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "zoo"
+    (repo / "alpha" / "1").mkdir(parents=True)
+    (repo / "alpha" / "2").mkdir()
+    (repo / "beta").mkdir()
+    for folder in ("alpha/1", "alpha/2", "beta"):
+        (repo / folder / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+    bundle = build(repo, "docker", tmp_path / "b")
+    assert bundle.models == ["alpha", "beta"]
+    assert (bundle.options.name, bundle.model_dir) == ("zoo", "models/zoo")
+    assert (bundle.directory / "models/zoo/alpha/2/model.onnx").is_file()
+    entrypoint = json.loads(dict(instructions(bundle.directory / "Dockerfile"))["ENTRYPOINT"])
+    assert entrypoint[:3] == ["modelport", "serve", "models/zoo"]

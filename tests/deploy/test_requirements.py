@@ -103,3 +103,4 @@ def test_pip_options_in_model_requirements_are_refused(tmp_path: Path) -> None:
     (source / "requirements.txt").write_text("numpy\n-r more.txt\n")
     with pytest.raises(ConfigError, match=r"requirements.txt:2: '-r more.txt': pip options"):
         build(source, "docker", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written

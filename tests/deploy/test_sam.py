@@ -13,7 +13,7 @@ from modelport.deploy import Bundle, DeployOptions, build
 from modelport.deploy.docker import python_version
 
 from .conftest import tool
-from .test_docker import instructions
+from .test_docker import hadolint, instructions
 
 
 def cfn_lint(template: Path) -> subprocess.CompletedProcess[str]:
@@ -69,3 +69,10 @@ def test_lambda_dockerfile_bakes_the_model_and_names_the_handler(lambda_bundle: 
 def test_lambda_refuses_a_mounted_model(iris_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--mount is not available for lambda"):
         build(iris_dir, "lambda", tmp_path / "b", DeployOptions(mount=True))
+
+
+def test_trusted_model_is_trusted_in_the_function(iris_dir: Path, tmp_path: Path) -> None:
+    bundle = build(iris_dir, "lambda", tmp_path / "b", DeployOptions(trust=True))
+    steps = instructions(bundle.directory / "Dockerfile")
+    assert ("ENV", "MODELPORT_TRUST=true") in steps
+    assert hadolint(bundle.directory / "Dockerfile").returncode == 0

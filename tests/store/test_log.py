@@ -232,3 +232,21 @@ def test_one_spool_directory_per_process(tmp_path: Path, sqlite_url: str) -> Non
             assert a.spool.directory != b.spool.directory
     finally:
         first.close()
+
+
+def test_record_ids_differ_across_forked_processes() -> None:
+    import os
+
+    from modelport.store.records import new_record_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_record_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    mine = new_record_id()
+    assert len(child) == len(mine) == 32 and child[:16] != mine[:16]

@@ -15,7 +15,7 @@ from ..errors import ModelportError
 
 __all__ = ["app", "main"]
 
-COMMANDS = ["info", "serve", "predict", "report", "feedback", "export", "build"]
+COMMANDS = ["info", "serve", "predict", "report", "feedback", "export", "build", "versions"]
 """Modules under ``modelport.cli`` that each register commands."""
 
 app = typer.Typer(

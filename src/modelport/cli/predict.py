@@ -26,6 +26,9 @@ def predict(
     batch_size: int = typer.Option(
         1024, "--batch-size", "-b", min=1, help="Rows per model call (and in memory at once)."
     ),
+    keep: list[str] = typer.Option(
+        [], "--keep", "-k", help="Input column to copy to the output (e.g. an id); repeatable."
+    ),
     trust: bool = TRUST,
 ) -> None:
     """Predict on every row of a file (JSON lines, CSV, Parquet, .npy), chunk by chunk."""
@@ -54,6 +57,7 @@ def predict(
             input,
             output,
             batch_size=batch_size,
+            keep=keep,
             on_start=start,
             on_rows=lambda n: progress.advance(task, n),
         )

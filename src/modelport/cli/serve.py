@@ -65,6 +65,25 @@ def serve(
     log_sample_rate: float | None = typer.Option(
         None, help="Share of requests to log.  [default: 1.0]"
     ),
+    watch: bool | None = typer.Option(
+        None,
+        "--watch/--no-watch",
+        help="Poll the model repository: new version directories go live.  [default: watch]",
+    ),
+    watch_interval: float | None = typer.Option(
+        None, help="Seconds between scans of the model repository.  [default: 2]"
+    ),
+    swap_policy: str | None = typer.Option(
+        None,
+        help="double_buffer (no downtime, 2x memory during a swap) or swap_in_place "
+        "(bounded memory, brief 503).  [default: double_buffer]",
+    ),
+    admin: bool | None = typer.Option(
+        None,
+        "--admin/--no-admin",
+        help="Serve the admin API (versions, pin, canary, shadow, rollback); needs "
+        "--auth-token.  [default: no-admin]",
+    ),
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP and gRPC) until SIGTERM.
 
@@ -93,6 +112,10 @@ def serve(
             "trust": trust,
             "log_db": log_db or (_default_log_db() if log_predictions else None),
             "log_sample_rate": log_sample_rate,
+            "watch": watch,
+            "watch_interval": watch_interval,
+            "swap_policy": swap_policy,
+            "admin": admin,
         },
         environ=os.environ,
         config_file=config,

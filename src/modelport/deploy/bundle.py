@@ -84,7 +84,7 @@ def build(
     if has_wheels:
         writer.files.append(wheel_line[2:])
     if not opts.mount:
-        _copy_model(src, models[0], directory / model_dir)
+        _copy_model(src, directory / model_dir)
         writer.files.append(model_dir + "/")
 
     description = _describe(models, names)
@@ -95,7 +95,10 @@ def build(
         writer.text(
             "Dockerfile",
             sam.lambda_dockerfile(
-                model_dir=model_dir, has_wheels=has_wheels, description=description
+                model_dir=model_dir,
+                has_wheels=has_wheels,
+                description=description,
+                trust=opts.trust,
             ),
         )
         writer.yaml(
@@ -155,7 +158,7 @@ def _prepare(directory: Path, force: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
-def _copy_model(src: Path, model: Model, dest: Path) -> None:
+def _copy_model(src: Path, dest: Path) -> None:
     if src.is_dir():
         shutil.copytree(src, dest, ignore=_IGNORE)
         return

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import PurePosixPath
 
+from ..settings import Settings
 from .options import DeployOptions
 
 __all__ = [
@@ -46,9 +47,10 @@ def serve_command(path: str, options: DeployOptions) -> list[str]:
     # The drain is explicit: Kubernetes' grace period is computed from it.
     command = ["modelport", "serve", path, "--host", "0.0.0.0"]
     command += ["--shutdown-timeout", str(options.drain_seconds)]
-    if options.http_port != 8080:
+    defaults = Settings()
+    if options.http_port != defaults.http_port:
         command += ["--http-port", str(options.http_port)]
-    if options.grpc_port != 8081:
+    if options.grpc_port != defaults.grpc_port:
         command += ["--grpc-port", str(options.grpc_port)]
     if options.trust:
         command.append("--trust")

@@ -11,11 +11,14 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from .._deps import require
 from ..errors import ConfigError, MissingDependencyError
@@ -101,13 +104,33 @@ def modelport_requirement(wheel_dir: Path) -> str:
     url = str(origin.get("url", ""))
     if "dir_info" in origin and url.startswith("file://"):
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        return f"./{wheel_dir.name}/{_build_wheel(Path(url[len('file://') :]), wheel_dir).name}"
+        source = Path(url2pathname(urlparse(url).path))
+        return f"./{wheel_dir.name}/{_build_wheel(source, wheel_dir).name}"
     if url:
         return f"modelport @ {url}"
     return f"modelport=={dist.version}"
 
 
+_BUILT: dict[tuple[Path, int], Path] = {}
+"""Wheels built by this process, by source and its newest modification time."""
+
+
 def _build_wheel(source: Path, wheel_dir: Path) -> Path:
+    key = (source, _newest_change(source))
+    built_before = _BUILT.get(key)
+    if built_before is not None and built_before.is_file():
+        return Path(shutil.copy2(built_before, wheel_dir / built_before.name))
+    _BUILT[key] = wheel = _pip_wheel(source, wheel_dir)
+    return wheel
+
+
+def _newest_change(source: Path) -> int:
+    files = [source / "pyproject.toml", source / "README.md", *(source / "src").rglob("*")]
+    sources = [f for f in files if f.suffix != ".pyc" and f.is_file()]  # imports write .pyc
+    return max((f.stat().st_mtime_ns for f in sources), default=0)
+
+
+def _pip_wheel(source: Path, wheel_dir: Path) -> Path:
     before = set(wheel_dir.glob("modelport-*.whl"))
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheel_dir)]
     proc = subprocess.run([*cmd, str(source)], capture_output=True, text=True, check=False)

@@ -21,10 +21,13 @@ FUNCTION = "ModelFunction"
 """The function's logical id in the template."""
 
 
-def lambda_dockerfile(*, model_dir: str, has_wheels: bool, description: str) -> str:
+def lambda_dockerfile(
+    *, model_dir: str, has_wheels: bool, description: str, trust: bool = False
+) -> str:
     """A Dockerfile on AWS's Lambda Python base image, with the model baked in."""
     base = f"public.ecr.aws/lambda/python:{python_version()}"
     wheels = "COPY wheels/ ./wheels/\n" if has_wheels else ""
+    trusted = "ENV MODELPORT_TRUST=true\n" if trust else ""
     return f"""\
 # syntax=docker/dockerfile:1
 # {description}
@@ -36,7 +39,7 @@ COPY requirements.txt ./
 {wheels}RUN pip install --no-cache-dir -r requirements.txt --target "${{LAMBDA_TASK_ROOT}}"
 COPY {model_dir}/ ./{model_dir}/
 ENV MODELPORT_MODEL=${{LAMBDA_TASK_ROOT}}/{model_dir}
-CMD {json.dumps([HANDLER])}
+{trusted}CMD {json.dumps([HANDLER])}
 """
 
 

@@ -16,7 +16,7 @@ from .._deps import require
 from ..errors import ExportError
 from ..model import Model
 
-__all__ = ["keras_to_onnx", "sklearn_to_onnx", "torch_to_onnx"]
+__all__ = ["keras_to_onnx", "saved_model_to_onnx", "sklearn_to_onnx", "torch_to_onnx"]
 
 TORCH_OPSET = 18
 """torch.onnx's dynamo exporter is built and tested against opset 18."""
@@ -29,9 +29,9 @@ def torch_to_onnx(
     """TorchScript via the TorchScript exporter; nn.Modules and programs via torch.export."""
     torch = require("torch", extra="torch")
     require("onnxscript", extra="export")
-    from ..frameworks.torch import ExportedProgramModel, TorchScriptModel, _TorchModel
+    from ..frameworks.torch import ExportedProgramModel, TorchModel, TorchScriptModel
 
-    assert isinstance(model, _TorchModel)
+    assert isinstance(model, TorchModel)
     args = tuple(model.as_tensors(samples))
     if args and args[0].ndim and args[0].shape[0] == 1:
         # A batch of one would let the exporter specialise the batch dimension to 1.
@@ -93,6 +93,31 @@ def keras_to_onnx(
     _rename_outputs(out, model.signature.output_names if model.signature else [])
 
 
+def saved_model_to_onnx(
+    model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
+) -> None:
+    """tf2onnx on the SavedModel's serving signature (inputs passed by name, as TF does)."""
+    tf = require("tensorflow", extra="tensorflow")
+    tf2onnx = require("tf2onnx", extra="tensorflow")
+    from ..frameworks.tensorflow import SavedModelModel
+
+    assert isinstance(model, SavedModelModel) and model.signature is not None
+    function = model.function
+    _, specs = function.structured_input_signature
+    names = sorted(specs)
+
+    # tf2onnx wants a tf.function of positional arguments; the signature takes keywords.
+    @tf.function(autograph=False)  # type: ignore[untyped-decorator]
+    def positional(*args: Any) -> Any:
+        return function(**dict(zip(names, args)))
+
+    signature = [tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n) for n in names]
+    tf2onnx.convert.from_function(
+        positional, input_signature=signature, opset=opset, output_path=str(out)
+    )
+    _rename_outputs(out, model.signature.output_names)
+
+
 def sklearn_to_onnx(
     model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
 ) -> None:
@@ -105,14 +130,20 @@ def sklearn_to_onnx(
     if estimator is None:
         raise ExportError(f"model {model.name!r} has no fitted estimator to export")
     name, array = next(iter(samples.items()))
+    initial_types = [(name, FloatTensorType([None, int(array.shape[1])]))]
     options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
     try:
-        onx = skl2onnx.convert_sklearn(
-            estimator,
-            initial_types=[(name, FloatTensorType([None, int(array.shape[1])]))],
-            options=options,
-            target_opset=opset,
-        )
+        try:
+            onx = skl2onnx.convert_sklearn(
+                estimator, initial_types=initial_types, options=options, target_opset=opset
+            )
+        except NameError as exc:
+            if "zipmap" not in str(exc):
+                raise
+            # Classifiers without probabilities (e.g. LinearSVC) have no ZipMap to turn off.
+            onx = skl2onnx.convert_sklearn(
+                estimator, initial_types=initial_types, target_opset=opset
+            )
     except RuntimeError as exc:
         if "Unable to find a shape calculator" in str(exc) or "converter" in str(exc):
             raise ExportError(

@@ -1,10 +1,11 @@
-"""Export PyTorch, Keras and scikit-learn models to ONNX, then prove the ONNX model agrees.
+"""Export PyTorch, Keras/TensorFlow and scikit-learn models to ONNX, then prove the result agrees.
 
 :func:`to_onnx` converts with the framework's own exporter (``torch.onnx``, Keras'
-``export(format="onnx")``, ``skl2onnx``), runs the ONNX file with onnxruntime on sample
-inputs, compares every output with the original model's, and reports the largest absolute
-difference. Above the tolerance it raises :class:`~modelport.errors.ExportError` and removes
-the file, so a failed export never leaves a model that looks usable.
+``export(format="onnx")``, ``tf2onnx`` for SavedModels, ``skl2onnx``), runs the ONNX file
+with onnxruntime on sample inputs, compares every output with the original model's, and
+reports the largest absolute difference. Above the tolerance it raises
+:class:`~modelport.errors.ExportError` and removes the file, so a failed export never leaves
+a model that looks usable.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _converter(model: Model) -> Any:
     table = {
         "pytorch": _converters.torch_to_onnx,
         "keras": _converters.keras_to_onnx,
+        "tensorflow": _converters.saved_model_to_onnx,
         "sklearn": _converters.sklearn_to_onnx,
     }
     if model.framework in table:

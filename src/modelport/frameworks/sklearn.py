@@ -65,9 +65,18 @@ class SklearnModel(Model):
         self._n_features = int(n) if n is not None else None
         classes = getattr(estimator, "classes_", None)
         self._classifier = classes is not None and _estimator_type(estimator) == "classifier"
-        self._proba = self._classifier and callable(getattr(estimator, "predict_proba", None))
+        # A multi-output classifier's predict_proba is a list per target: labels only.
+        self._proba = (
+            self._classifier
+            and not isinstance(classes, list)
+            and callable(getattr(estimator, "predict_proba", None))
+        )
         if self.signature is None:
             self.signature = self._signature(classes)
+
+    @property
+    def _trusted(self) -> bool:
+        return bool(self.config.trust or self.options.get("trust"))
 
     def _load_skops(self, path: Path) -> Any:
         sio = require("skops.io", extra="sklearn")
@@ -78,7 +87,7 @@ class SklearnModel(Model):
                 f"{path}: not a readable .skops file (truncated or corrupt?): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        if untrusted and not self.config.trust:
+        if untrusted and not self._trusted:
             raise UntrustedArtifactError(
                 f"{path}: contains types that skops does not trust by default: "
                 f"{', '.join(untrusted)}. Loading them can run their code; if you trust the "
@@ -93,7 +102,7 @@ class SklearnModel(Model):
             ) from exc
 
     def _load_pickle(self, path: Path) -> Any:
-        if not self.config.trust:
+        if not self._trusted:
             raise UntrustedArtifactError(
                 f"{path}: {path.suffix} files are Python pickles, and loading a pickle runs "
                 "arbitrary code from the file. Load it only if you trust its source: "

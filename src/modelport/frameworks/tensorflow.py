@@ -199,7 +199,6 @@ class KerasModel(_TensorFlowModel):
     ) -> None:
         super().__init__(path, config=config, **options)
         self.model: Any = None
-        self._input_names: list[str] = []
 
     def load(self) -> None:
         _tf()
@@ -216,10 +215,8 @@ class KerasModel(_TensorFlowModel):
                     "trust=True (--trust) if you trust this file"
                 ) from None
             raise _corrupt(self.path, "Keras model file", exc) from exc
-        graph = self._read_signature()
-        self._input_names = graph.input_names
         if self.signature is None:
-            self.signature = graph
+            self.signature = self._read_signature()
 
     def _read_signature(self) -> Signature:
         try:
@@ -246,12 +243,9 @@ class KerasModel(_TensorFlowModel):
 
     def predict(self, inputs: Inputs) -> Any:
         raw, single = as_input_dict(self, inputs)
-        feed = self._feed(raw)
-        args: Any = (
-            feed[self._input_names[0]]
-            if len(self._input_names) == 1
-            else [feed[n] for n in self._input_names]
-        )
+        feed = self._feed(raw)  # in the signature's order, which is the model's inputs' order
+        arrays = list(feed.values())
+        args: Any = arrays[0] if len(arrays) == 1 else arrays
         try:
             result = self.model(args, training=False)
         except Exception as exc:

@@ -18,6 +18,7 @@ Options (``runtime:`` in ``modelport.yaml`` or keywords to ``modelport.load``):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import zipfile
@@ -41,17 +42,22 @@ from ..errors import (
 from ..model import Inputs, Model, as_input_dict, maybe_single, output_names_of
 from ..signature import Signature, TensorSpec
 
-__all__ = ["ExportedProgramModel", "StateDictModel", "TorchScriptModel"]
+__all__ = ["ExportedProgramModel", "StateDictModel", "TorchModel", "TorchScriptModel"]
 
 _POSITIONAL = re.compile(r"input_(\d+)")
 
 
+@functools.cache
 def _torch() -> Any:
     return require("torch", extra="torch")
 
 
-class _TorchModel(Model):
-    """What the three PyTorch formats share: threads, tensor conversion, the call."""
+class TorchModel(Model):
+    """What the three PyTorch formats share: threads, tensor conversion, the call.
+
+    ``module`` is the loaded callable (``nn.Module``, ``ScriptModule`` or the program's graph
+    module) once :meth:`load` has run.
+    """
 
     framework: ClassVar[str] = "pytorch"
 
@@ -146,7 +152,7 @@ class _TorchModel(Model):
 
     def predict(self, inputs: Inputs) -> Any:
         feed, single = as_input_dict(self, inputs)
-        args = self.as_tensors(feed)
+        args = [self._tensor(name, array) for name, array in self.ordered_inputs(feed)]
         torch = _torch()
         try:
             with torch.inference_mode():
@@ -192,7 +198,8 @@ def _dtype_for(signature: Signature, name: str, array: Any) -> Any:
 def _numpy(value: Any) -> np.ndarray:
     torch = _torch()
     if isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu()
+        # Outputs made under inference_mode carry no autograd history: no detach() needed.
+        tensor = value if value.device.type == "cpu" else value.cpu()
         if tensor.dtype == torch.bfloat16:
             # numpy has no bfloat16: BF16 travels as its raw 16 bits (see modelport.datatypes).
             raw: np.ndarray = tensor.view(torch.int16).numpy().view(np.uint16)
@@ -234,7 +241,7 @@ def _corrupt(path: Path | None, what: str, exc: BaseException) -> CorruptArtifac
     )
 
 
-class TorchScriptModel(_TorchModel):
+class TorchScriptModel(TorchModel):
     """A TorchScript archive (``torch.jit.save``), loaded with ``torch.jit.load``."""
 
     format_description: ClassVar[str] = "a TorchScript archive (.pt/.pth)"
@@ -248,7 +255,7 @@ class TorchScriptModel(_TorchModel):
         self._prepare(module)
 
 
-class ExportedProgramModel(_TorchModel):
+class ExportedProgramModel(TorchModel):
     """A ``torch.export`` program (``.pt2``); its signature is read from the program."""
 
     format_description: ClassVar[str] = "a torch.export program (.pt2)"
@@ -303,13 +310,15 @@ def _program_signature(program: Any, path: Path | None) -> Signature:
     for name, spec in zip(names, outs):
         value = values.get(getattr(spec.arg, "name", ""))
         if value is None or not hasattr(value, "shape"):
-            outputs.append(TensorSpec(name, "FP32", ()))
-            continue
+            raise UnknownFormatError(
+                f"{path}: the program returns a non-tensor output {spec.arg!r}; modelport "
+                "serves programs whose outputs are all tensors"
+            )
         outputs.append(_spec_of(name, value))
     return Signature(inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-class StateDictModel(_TorchModel):
+class StateDictModel(TorchModel):
     """Weights (``torch.save(state_dict)`` or ``.safetensors``) put into the user's module.
 
     The module comes from :meth:`build_module`: by default the ``nn.Module`` subclass defined

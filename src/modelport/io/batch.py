@@ -22,14 +22,17 @@ def predict_file(
     destination: Path,
     *,
     batch_size: int = 1024,
+    keep: Sequence[str] = (),
     on_rows: Callable[[int], None] | None = None,
     on_start: Callable[[int | None], None] | None = None,
 ) -> int:
     """Run ``model`` over every row of ``source``; write its outputs to ``destination``.
 
     Formats follow the extensions (see ``READERS`` and ``WRITERS``). At most ``batch_size``
-    rows are in memory at once. ``on_start`` receives the row count when the format knows it
-    (else None), ``on_rows`` the size of each finished chunk. Returns the number of rows.
+    rows are in memory at once. Input columns named in ``keep`` (e.g. an id) are copied to
+    the output ahead of the model's outputs. ``on_start`` receives the row count when the
+    format knows it (else None), ``on_rows`` the size of each finished chunk. Returns the
+    number of rows.
     """
     if source.resolve() == destination.resolve():
         raise InvalidInputError(f"{destination}: the output would overwrite the input")
@@ -38,10 +41,21 @@ def predict_file(
         if on_start is not None:
             on_start(reader.num_rows)
         done = 0
+        names = set(model.signature.input_names) if model.signature else set()
+        passed = [k for k in keep if k not in names]  # an id is not a feature
         for chunk in reader:
-            inputs = columns_to_inputs(model, chunk, source)
+            kept = _kept(chunk, keep, source)
+            features = {k: v for k, v in chunk.items() if k not in passed} if passed else chunk
+            inputs = columns_to_inputs(model, features, source)
             rows = _rows(chunk)
             outputs = _predict(model, inputs, source, done, rows)
+            if kept:
+                clash = [k for k in kept if k in outputs]
+                if clash:
+                    raise InvalidInputError(
+                        f"cannot keep column(s) {clash}: the model has outputs so named"
+                    )
+                outputs = {**kept, **outputs}
             writer.write(outputs)
             done += rows
             if on_rows is not None:
@@ -51,6 +65,15 @@ def predict_file(
 
 def _rows(chunk: Columns) -> int:
     return len(next(iter(chunk.values()))) if chunk else 0
+
+
+def _kept(chunk: Columns, keep: Sequence[str], source: Path) -> Columns:
+    missing = [k for k in keep if k not in chunk]
+    if missing:
+        raise InvalidInputError(
+            f"{source}: no column(s) {missing} to keep; columns found: {', '.join(chunk)}"
+        )
+    return {k: chunk[k] for k in keep}
 
 
 def _predict(
@@ -122,7 +145,8 @@ def _stack(model: Model, columns: Columns, spec: TensorSpec | None, source: Path
     if want is not None and want != len(names):
         raise InvalidInputError(
             f"{source}: the model input {spec.name if spec else ''!r} takes {want} features "
-            f"per row; the file has {len(names)} columns: {', '.join(names)}"
+            f"per row; the file has {len(names)} columns: {', '.join(names)} "
+            "(pass columns that are not features, such as an id, through with --keep)"
         )
     for name in names:
         values = columns[name]

@@ -20,6 +20,7 @@ from ..model import Model
 from ..protocol.types import InferenceRequest, InferenceResponse
 from .registry import ModelRegistry
 from .runner import ModelRunner, PredictionObserver
+from .versions import VersionManager
 
 if TYPE_CHECKING:
     from ..store import PredictionLog
@@ -80,15 +81,22 @@ class DataPlane:
         self._aux = ThreadPoolExecutor(aux_threads, thread_name_prefix="modelport-aux")
         self.prediction_log: PredictionLog | None = None
         self._log_observer: PredictionObserver | None = None
+        self.versions = VersionManager(self)
+        """Live versions, hot swaps, canary and shadow (:mod:`.versions`)."""
         for model in models:
             self.add(model)
 
     def add(self, model: Model) -> ModelRunner:
         """Register ``model`` (not yet loaded: see :meth:`load`)."""
+        runner = self.make_runner(model)
+        self.registry.add(runner)
+        return runner
+
+    def make_runner(self, model: Model) -> ModelRunner:
+        """A runner for ``model`` wired to this data plane (metrics, log), not registered."""
         runner = ModelRunner(model, on_batch=self._on_batch, aux_executor=self._aux)
         if self._log_observer is not None:
             runner.observers.append(self._log_observer)
-        self.registry.add(runner)
         return runner
 
     def log_to(self, log: PredictionLog) -> None:
@@ -121,10 +129,12 @@ class DataPlane:
     async def load(self) -> None:
         """:meth:`load_sync` off the event loop; readiness turns true when all are ready."""
         await asyncio.get_running_loop().run_in_executor(self._aux, self.load_sync)
+        await self.versions.start()
 
     async def close(self) -> None:
         """Stop accepting (readiness false), finish queued requests, stop the workers."""
         self.draining = True
+        await self.versions.close()
         await asyncio.gather(*(r.close() for r in self.registry.runners()))
         self._aux.shutdown(wait=False)
 
@@ -149,6 +159,7 @@ class DataPlane:
         meta = runner.model.metadata()
         meta["name"] = runner.name
         meta["versions"] = self.registry.versions(name) if version is None else [runner.version]
+        meta["version_status"] = self.versions.describe(name)
         return meta
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
@@ -161,8 +172,11 @@ class DataPlane:
         """The runner serving ``name``/``version``.
 
         While draining, requests still run: the transport stops taking new connections and
-        readiness is false, but what already arrived gets answered.
+        readiness is false, but what already arrived gets answered. Without a version, the
+        live one answers (or a canary, for its share of requests).
         """
+        if version is None:
+            return self.versions.route(name)
         return self.registry.get(name, version)
 
     async def infer(

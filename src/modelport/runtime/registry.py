@@ -18,6 +18,9 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._models: dict[str, dict[str, ModelRunner]] = {}
+        self.live: dict[str, str] = {}
+        """The version answering requests that name none, per model (set by the version
+        manager); a model missing here is answered by its latest version."""
 
     def add(self, runner: ModelRunner) -> None:
         versions = self._models.setdefault(runner.name, {})
@@ -32,13 +35,22 @@ class ModelRegistry:
             known = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFoundError(f"unknown model {name!r}; served models: {known}")
         if version is None:
-            return versions[max(versions, key=version_key)]
+            live = versions.get(self.live.get(name, ""))
+            return live if live is not None else versions[max(versions, key=version_key)]
         runner = versions.get(version)
         if runner is None:
             raise ModelNotFoundError(
                 f"model {name!r} has no version {version!r}; versions: "
                 f"{', '.join(self.versions(name))}"
             )
+        return runner
+
+    def remove(self, name: str, version: str) -> ModelRunner:
+        """Take ``name``/``version`` out (the caller drains and closes it)."""
+        runner = self.get(name, version)
+        del self._models[name][version]
+        if not self._models[name]:
+            del self._models[name]
         return runner
 
     def versions(self, name: str) -> list[str]:

@@ -68,6 +68,8 @@ class ModelRunner:
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.observers: list[PredictionObserver] = []
+        self.pending = 0
+        """Requests in ``preprocess``, not yet in the batcher (a drain waits for them)."""
         self._aux = aux_executor
         batching = model.batching
         self.batcher = Batcher(
@@ -166,7 +168,11 @@ class ModelRunner:
         """The plain-JSON path: ``preprocess`` → batched ``predict`` → ``postprocess``."""
         self._check_ready()
         if self._custom_pre:
-            raw = await self._off_loop(self._preprocess, payload)
+            self.pending += 1
+            try:
+                raw = await self._off_loop(self._preprocess, payload)
+            finally:
+                self.pending -= 1
         else:
             raw = self._preprocess(payload)
         single = not isinstance(raw, Mapping)

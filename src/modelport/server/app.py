@@ -69,10 +69,14 @@ class App:
         self._token = (
             f"Bearer {self.settings.auth_token}".encode() if self.settings.auth_token else None
         )
+        from .admin import install
+
+        self.routes: tuple[Route, ...] = ROUTES + install(self)
+        """The routes served: :data:`ROUTES`, plus the admin API when it is on."""
         self._routes: dict[tuple[str, int], list[Route]] = {}
-        for route in ROUTES:
+        for route in self.routes:
             self._routes.setdefault((route.method, len(route.segments)), []).append(route)
-        self._paths = [route.segments for route in ROUTES]
+        self._paths = [route.segments for route in self.routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -147,7 +151,7 @@ class App:
 
     def _no_route(self, method: str, path: str) -> Response:
         parts = path.strip("/").split("/")
-        allowed = sorted({r.method for r in ROUTES if r.match(parts) is not None})
+        allowed = sorted({r.method for r in self.routes if r.match(parts) is not None})
         if allowed:
             response = _error(405, f"method {method} not allowed on {path}; use {allowed}")
             response.headers.append((b"allow", ", ".join(allowed).encode()))

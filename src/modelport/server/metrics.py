@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._deps import require
 from ..runtime.registry import ModelRegistry
+from ..runtime.runner import ModelRunner
 
 __all__ = ["CONTENT_TYPE", "PrometheusMetrics"]
 
@@ -95,6 +97,18 @@ class PrometheusMetrics:
             self._queue_depth.labels(runner.name, runner.version).set_function(
                 lambda b=batcher: b.depth
             )
+
+    def track_runner(self, runner: ModelRunner) -> None:
+        """Report the queue depth of a runner added while serving (a new version)."""
+        batcher = runner.batcher
+        self._queue_depth.labels(runner.name, runner.version).set_function(
+            lambda b=batcher: b.depth
+        )
+
+    def forget_runner(self, runner: ModelRunner) -> None:
+        """Stop reporting an unloaded runner (and release what the gauge holds of it)."""
+        with contextlib.suppress(KeyError):
+            self._queue_depth.remove(runner.name, runner.version)
 
     def track_in_flight(self, protocol: str, count: Callable[[], float]) -> None:
         """Report ``count()`` as the requests in flight for ``protocol``."""

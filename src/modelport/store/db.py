@@ -23,6 +23,8 @@ from .schema import feedback, migrate, predictions
 __all__ = ["Database", "is_disconnect", "normalize_url"]
 
 _COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
+_ROWS_PER_STATEMENT = 500
+"""14 columns x 500 rows stays under SQLite's limit of 32766 parameters per statement."""
 
 
 def normalize_url(url: str | Path) -> str:
@@ -72,10 +74,8 @@ class Database:
             )
         self.migrated = False
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_sql = (
-            f"INSERT INTO {predictions.name} ({', '.join(_COLUMNS)}) "
-            f"VALUES ({', '.join(mark for _ in _COLUMNS)}) ON CONFLICT (record_id) DO NOTHING"
-        )
+        self._row_marks = f"({', '.join(mark for _ in _COLUMNS)})"
+        self._statements: dict[int, str] = {}
 
     @property
     def display_url(self) -> str:
@@ -91,11 +91,25 @@ class Database:
     def insert_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows from :func:`~modelport.store.records.to_row`, skipping known record ids."""
         self.ensure_schema()
-        # Straight to the driver's executemany: SQLAlchemy's per-row parameter processing
-        # costs more than the insert itself, and this runs beside the request path.
-        values = [tuple(row[c] for c in _COLUMNS) for row in rows]
+        # One multi-row INSERT per chunk, straight to the driver: SQLAlchemy's per-row
+        # parameter processing costs more than the insert, and a driver's executemany releases
+        # and retakes the GIL once per row, which stalls the event loop sharing this process.
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._insert_sql, values)
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                params = tuple(row[c] for row in chunk for c in _COLUMNS)
+                conn.exec_driver_sql(self._insert_sql(len(chunk)), params)
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            sql = (
+                f"INSERT INTO {predictions.name} ({', '.join(_COLUMNS)}) VALUES "
+                f"{', '.join([self._row_marks] * rows)} ON CONFLICT (record_id) DO NOTHING"
+            )
+            if rows in (1, _ROWS_PER_STATEMENT):  # the common sizes; others are one-offs
+                self._statements[rows] = sql
+        return sql
 
     def models_for_request(self, request_id: str) -> list[str]:
         """Distinct models that logged a prediction with ``request_id``."""

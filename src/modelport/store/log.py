@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import queue
 import random
 import tempfile
 import threading
@@ -38,9 +37,9 @@ _LOSS_LOG_INTERVAL_S = 10.0
 class LogStats:
     """A snapshot of the log's counters.
 
-    ``received`` = ``sampled_out`` + accepted; accepted records end ``written`` (directly),
-    ``spooled`` (then ``replayed``), ``lost`` (queue or spool full, or rejected), or are still
-    ``queued``.
+    Accepted records end ``written`` (directly), ``spooled`` (then ``replayed``) or ``lost``
+    (queue or spool full, or rejected by the database), or are still ``queued``; ``received``
+    adds those up with ``sampled_out`` (exact once flushed: a batch being written is in none).
     """
 
     received: int
@@ -69,18 +68,23 @@ class PredictionLog:
         max_input_bytes: int,
         batch_size: int,
         queue_size: int,
+        linger_s: float,
     ) -> None:
-        from .writer import Writer
+        from .writer import Inbox, Writer
 
         self.db = db
         self.spool = spool
         self.sample_rate = sample_rate
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._inbox = Inbox(queue_size)
         self._writer: Writer = Writer(
-            db, spool, self._queue, batch_size=batch_size, max_input_bytes=max_input_bytes
+            db,
+            spool,
+            self._inbox,
+            batch_size=batch_size,
+            max_input_bytes=max_input_bytes,
+            linger_s=linger_s,
         )
         self._lock = threading.Lock()
-        self._received = 0
         self._sampled_out = 0
         self._dropped = 0
         self._last_loss_log = 0.0
@@ -96,14 +100,17 @@ class PredictionLog:
         spool_limit_bytes: int = DEFAULT_SPOOL_LIMIT,
         sample_rate: float = 1.0,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        linger_s: float = 0.1,
     ) -> PredictionLog:
         """Open the log at ``url`` (a file path, ``sqlite:///…`` or ``postgresql://…``).
 
         The database may be down: the log then spools to ``spool_dir`` (default: beside a
         SQLite file, or a per-URL folder in the temp directory) and retries in the background.
         ``max_input_bytes``: inputs whose JSON is larger keep only shapes, dtypes and a hash.
+        ``queue_size`` bounds the records waiting in memory; ``linger_s`` is how long the writer
+        lets a batch gather.
         """
         require("sqlalchemy", "store")
         from .db import Database
@@ -117,6 +124,8 @@ class PredictionLog:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if linger_s < 0:
+            raise ConfigError(f"linger_s must be >= 0, got {linger_s}")
         db = Database(url)
         spool = _open_spool(db, spool_dir, spool_limit_bytes)
         try:
@@ -135,6 +144,7 @@ class PredictionLog:
             max_input_bytes=max_input_bytes,
             batch_size=batch_size,
             queue_size=queue_size,
+            linger_s=linger_s,
         )
 
     def record(self, record: PredictionRecord) -> bool:
@@ -142,17 +152,14 @@ class PredictionLog:
 
         Never blocks and never raises.
         """
-        with self._lock:
-            self._received += 1
-            if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            with self._lock:
                 self._sampled_out += 1
-                return False
+            return False
         if self._closed:
             return self._drop("the log is closed")
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            return self._drop(f"the write queue is full ({self._queue.maxsize} records)")
+        if not self._inbox.put(record):
+            return self._drop(f"the write queue is full ({self._inbox.maxsize} records)")
         return True
 
     def feedback(self, request_id: str, value: Any, *, model: str | None = None) -> str:
@@ -194,10 +201,7 @@ class PredictionLog:
         if not self._writer.is_alive():
             return False
         marker = Flush()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
+        self._inbox.put_marker(marker)
         return marker.done.wait(timeout) and marker.ok
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -208,12 +212,8 @@ class PredictionLog:
         if self._closed:
             return
         self._closed = True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self._queue.put(Stop(), timeout=timeout)
-        except queue.Full:
-            logger.error("prediction log: writer queue stuck at close")
-        self._writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._inbox.put_marker(Stop())
+        self._writer.join(timeout)
         if self._writer.is_alive():
             logger.error("prediction log: writer did not finish within %s s", timeout)
             return
@@ -235,15 +235,17 @@ class PredictionLog:
         """Current counters."""
         w = self._writer.stats
         with self._lock:
-            received, sampled_out, dropped = self._received, self._sampled_out, self._dropped
+            sampled_out, dropped = self._sampled_out, self._dropped
+        queued = sum(1 for item in list(self._inbox.items) if isinstance(item, PredictionRecord))
+        written, spooled, lost = w.written, w.spooled, w.lost
         return LogStats(
-            received=received,
+            received=sampled_out + dropped + written + spooled + lost + queued,
             sampled_out=sampled_out,
-            written=w.written,
-            spooled=w.spooled,
+            written=written,
+            spooled=spooled,
             replayed=w.replayed,
-            lost=w.lost + dropped,
-            queued=self._queue.qsize(),
+            lost=lost + dropped,
+            queued=queued,
             spool_bytes=self.spool.size,
             db_up=w.db_up,
         )

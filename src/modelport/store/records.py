@@ -8,6 +8,7 @@ request path.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -20,14 +21,31 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["PredictionRecord", "encode_tensors", "to_row", "validate_feedback"]
+__all__ = [
+    "PredictionRecord",
+    "encode_tensors",
+    "new_record_id",
+    "to_row",
+    "validate_feedback",
+]
 
+_PROCESS_ID = os.urandom(8).hex()
+_COUNTER = itertools.count()
+
+
+def _reseed() -> None:
+    global _PROCESS_ID  # a forked worker must not repeat its parent's ids
+    _PROCESS_ID = os.urandom(8).hex()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
 MAX_FEEDBACK_ITEMS = 100_000
 MAX_LABEL_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class PredictionRecord:
     """One completed request, as the runner saw it.
 
@@ -44,12 +62,17 @@ class PredictionRecord:
     status: str = "ok"
     """``"ok"``, or the error's class name when the request failed."""
     error: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] | None = None
     """Caller-supplied fields (user, client, tags); must be JSON-serialisable."""
     time: float = field(default_factory=time.time)
     """Completion time, seconds since the epoch (UTC)."""
-    record_id: str = field(default_factory=lambda: os.urandom(16).hex())
-    """Unique per record (128 random bits); makes replays from the spool idempotent."""
+    record_id: str = ""
+    """Unique per record, given by the writer unless set; makes spool replays idempotent."""
+
+
+def new_record_id() -> str:
+    """A unique id: 64 random bits for this process, then a counter (no syscall per record)."""
+    return f"{_PROCESS_ID}{next(_COUNTER):016x}"
 
 
 def encode_tensors(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -114,11 +137,11 @@ def _tensors_json(tensors: Mapping[str, np.ndarray]) -> bytes:
         try:
             return _dumps(
                 {
-                    name: {"shape": list(a.shape), "datatype": a.dtype.str, "data": a.reshape(-1)}
-                    for name, a in ((n, np.asarray(v)) for n, v in tensors.items())
+                    name: {"shape": a.shape, "datatype": a.dtype.str, "data": a.reshape(-1)}
+                    for name, a in tensors.items()
                 }
             )
-        except TypeError:
+        except (TypeError, AttributeError):  # AttributeError: not an ndarray
             pass
     return _dumps(encode_tensors(tensors))
 
@@ -132,7 +155,7 @@ def to_row(record: PredictionRecord, max_input_bytes: int) -> dict[str, Any]:
     inputs_json = (_dumps(_summary(record.inputs)) if truncated else encoded).decode()
     outputs = None if record.outputs is None else _tensors_json(record.outputs).decode()
     return {
-        "record_id": record.record_id,
+        "record_id": record.record_id or new_record_id(),
         "request_id": record.request_id,
         "model": record.model,
         "version": record.version,
@@ -145,7 +168,7 @@ def to_row(record: PredictionRecord, max_input_bytes: int) -> dict[str, Any]:
         "latency_ms": float(record.latency_ms),
         "status": record.status,
         "error": record.error,
-        "metadata": _dumps(dict(record.metadata)).decode(),
+        "metadata": _dumps(dict(record.metadata or {})).decode(),
     }
 
 

@@ -1,7 +1,8 @@
 """The background writer: one thread that drains the record queue into the database in batches.
 
-Batching is natural, not timed: the thread blocks on the queue, then takes everything already
-waiting (up to ``batch_size``) and writes it in one transaction, so batches grow with load.
+The thread sleeps until the inbox gets a record, lingers a moment (``linger_s``, cut short by
+a flush) so more arrive, then takes up to ``batch_size`` and writes them in one transaction:
+one wake-up and one commit per batch, which keeps the request path's share of the GIL intact.
 When the database is unreachable, batches go to the :class:`~modelport.store.spool.Spool` and
 the thread retries the database with exponential backoff; once it answers, the spool is
 replayed one segment at a time between batches. Nothing here raises into a caller.
@@ -10,9 +11,9 @@ replayed one segment at a time between batches. Nothing here raises into a calle
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from .db import Database, is_disconnect
 from .records import PredictionRecord, to_row
 from .spool import Spool
 
-__all__ = ["Flush", "Stop", "Writer", "WriterStats"]
+__all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
 
 logger = logging.getLogger("modelport.store")
 
@@ -52,34 +53,85 @@ class Stop:
     """Queue marker: flush, try the spool once more, and end the thread."""
 
 
+class Inbox:
+    """Where the request path leaves records: a bounded deque behind one uncontended lock.
+
+    ``wake`` is set when the deque goes from empty to not empty, so a busy writer is not woken
+    once per record; ``hurry`` cuts the writer's linger short (flush, close).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.items: deque[Any] = deque()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.hurry = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(self, record: PredictionRecord) -> bool:
+        """Append ``record``; False if the inbox is full."""
+        with self.lock:
+            if len(self.items) >= self.maxsize:
+                return False
+            self.items.append(record)
+            if len(self.items) == 1:
+                self.wake.set()
+        return True
+
+    def put_marker(self, marker: Flush | Stop) -> None:
+        """Append a marker (never refused) and have the writer act on it now."""
+        with self.lock:
+            self.items.append(marker)
+            self.hurry.set()
+            self.wake.set()
+
+    def take(self, limit: int) -> list[Any]:
+        """Up to ``limit`` items, oldest first."""
+        with self.lock:
+            self.wake.clear()
+            items = self.items
+            taken = [items.popleft() for _ in range(min(limit, len(items)))]
+            if items:
+                self.wake.set()
+        return taken
+
+
 class Writer(threading.Thread):
-    """Drains ``q`` (records and markers) into ``db``, falling back to ``spool``."""
+    """Drains the inbox (records and markers) into ``db``, falling back to ``spool``.
+
+    After waking it lingers ``linger_s`` (unless hurried) so records arrive in batches: one
+    transaction and one wake-up per batch, not per record.
+    """
 
     def __init__(
         self,
         db: Database,
         spool: Spool,
-        q: queue.Queue[Any],
+        inbox: Inbox,
         *,
         batch_size: int,
         max_input_bytes: int,
+        linger_s: float,
     ) -> None:
         super().__init__(name="modelport-prediction-log", daemon=True)
         self.db = db
         self.spool = spool
-        self.q = q
+        self.inbox = inbox
         self.batch_size = batch_size
         self.max_input_bytes = max_input_bytes
+        self.linger_s = linger_s
         self.stats = WriterStats()
         self._retry_at = 0.0  # monotonic time of the next database attempt while it is down
         self._backoff = RETRY_MIN_S
         self._down = False
 
     def run(self) -> None:
-        stop = False
-        while not stop:
+        stopping = False
+        while not (stopping and not len(self.inbox)):
             try:
-                stop = self._step()
+                stopping = self._step() or stopping
             except Exception:  # never let the thread die: that would block flush() forever
                 logger.exception("prediction log writer: unexpected error")
 
@@ -87,20 +139,12 @@ class Writer(threading.Thread):
         timeout: float | None = None  # nothing spooled: sleep until a record or marker comes
         if len(self.spool):
             timeout = max(0.0, self._retry_at - time.monotonic()) if self._down else 0.0
-        batch: list[PredictionRecord] = []
-        markers: list[Any] = []
-        try:
-            item = self.q.get(timeout=timeout) if timeout != 0.0 else self.q.get_nowait()
-        except queue.Empty:
-            item = None
-        while item is not None:
-            (batch if isinstance(item, PredictionRecord) else markers).append(item)
-            if len(batch) >= self.batch_size or markers:
-                break
-            try:
-                item = self.q.get_nowait()
-            except queue.Empty:
-                item = None
+        if self.inbox.wake.wait(timeout) and len(self.inbox) < self.batch_size:
+            self.inbox.hurry.wait(self.linger_s)
+        self.inbox.hurry.clear()
+        items = self.inbox.take(self.batch_size)
+        batch = [item for item in items if isinstance(item, PredictionRecord)]
+        markers = [item for item in items if not isinstance(item, PredictionRecord)]
         if batch:
             self._write(batch)
         force = bool(markers)

@@ -1,0 +1,247 @@
+"""Versions at the server's edge: the admin API, the version metrics, and their wiring.
+
+The admin API lists versions, pins one, sets a canary or shadow, promotes and rolls back. It is
+off unless ``admin`` is set, and the settings refuse ``admin`` without ``auth_token``, so it is
+never open to anyone who can reach the port: unauthenticated management endpoints are how
+TorchServe's ShellTorch (CVE-2023-43654) happened. Routes::
+
+    GET  /admin/models                    every model's versions
+    GET  /admin/models/{name}             one model's versions
+    POST /admin/models/{name}/pin         {"version": "2"}
+    POST /admin/models/{name}/unpin
+    POST /admin/models/{name}/canary      {"version": "3", "percent": 10}
+    POST /admin/models/{name}/shadow      {"version": "3"}
+    POST /admin/models/{name}/promote
+    POST /admin/models/{name}/clear       drop the canary or shadow
+    POST /admin/models/{name}/rollback
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidInputError
+from ..protocol.codec import dumps, loads
+from ..runtime.runner import ModelRunner
+from ..runtime.versions import VersionManager
+from ..runtime.watcher import RepositoryWatcher
+from .rest import Request, Response, Route
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["ADMIN_ROUTES", "VersionCollector", "install"]
+
+
+def install(app: App) -> tuple[Route, ...]:
+    """Configure the app's version manager from its settings, export its metrics, and return
+    the admin routes to serve (none unless ``settings.admin``)."""
+    settings, versions = app.settings, app.dataplane.versions
+    watcher = None
+    if settings.watch and settings.model_path is not None:
+        options: dict[str, Any] = {}
+        if settings.threads is not None:
+            options["intra_op_threads"] = settings.threads
+        watcher = RepositoryWatcher(
+            settings.model_path,
+            interval=settings.watch_interval,
+            trust=settings.trust or None,
+            options=options,
+        )
+    versions.configure(
+        swap_policy=settings.swap_policy,
+        drain_timeout=settings.shutdown_timeout,
+        watcher=watcher,
+    )
+    metrics = app.metrics
+
+    def follow(runner: ModelRunner, added: bool) -> None:
+        if added:
+            metrics.track_runner(runner)
+        else:
+            metrics.forget_runner(runner)
+
+    if follow not in versions.listeners:
+        versions.listeners.append(follow)
+    with contextlib.suppress(ValueError):  # another app on the same metrics registered it
+        metrics.registry.register(VersionCollector(versions))
+    return ADMIN_ROUTES if settings.admin else ()
+
+
+# -- the admin API --------------------------------------------------------------------------
+
+
+def _json(status: int, value: Any) -> Response:
+    body = dumps(value)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return Response(status, headers, body)
+
+
+async def _body(request: Request, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        data: Any = {}
+    else:
+        data = loads(raw)
+    if not isinstance(data, dict):
+        raise InvalidInputError("the admin request body must be a JSON object")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise InvalidInputError(f"missing field(s) {missing} in the admin request body")
+    unknown = sorted(data.keys() - set(required) - set(optional))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown field(s) {unknown}; expected {list(required) + list(optional)}"
+        )
+    return data
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise InvalidInputError(f'"version" must be a version name like "2", got {value!r}')
+    return str(value)
+
+
+def _versions(request: Request) -> VersionManager:
+    return request.app.dataplane.versions
+
+
+async def list_models(request: Request) -> Response:
+    versions = _versions(request)
+    return _json(200, {"models": [versions.describe(n) for n in versions.models()]})
+
+
+async def show(request: Request) -> Response:
+    return _json(200, _versions(request).describe(request.params["name"]))
+
+
+async def pin(request: Request) -> Response:
+    body = await _body(request, ("version",))
+    state = await _versions(request).pin(request.params["name"], _version(body["version"]))
+    return _json(200, state)
+
+
+async def unpin(request: Request) -> Response:
+    await _body(request, ())
+    return _json(200, await _versions(request).unpin(request.params["name"]))
+
+
+async def canary(request: Request) -> Response:
+    body = await _body(request, ("version", "percent"))
+    name, version = request.params["name"], _version(body["version"])
+    return _json(200, await _versions(request).set_canary(name, version, body["percent"]))
+
+
+async def shadow(request: Request) -> Response:
+    body = await _body(request, ("version",))
+    name, version = request.params["name"], _version(body["version"])
+    return _json(200, await _versions(request).set_shadow(name, version))
+
+
+async def promote(request: Request) -> Response:
+    await _body(request, ())
+    return _json(200, await _versions(request).promote(request.params["name"]))
+
+
+async def clear(request: Request) -> Response:
+    await _body(request, ())
+    return _json(200, await _versions(request).clear(request.params["name"]))
+
+
+async def rollback(request: Request) -> Response:
+    await _body(request, ())
+    return _json(200, await _versions(request).rollback(request.params["name"]))
+
+
+_ADMIN = "/admin/models/{name}"
+
+ADMIN_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/admin/models", list_models, "Admin: every model's versions"),
+    Route("GET", _ADMIN, show, "Admin: a model's versions, live, pinned, candidate"),
+    Route("POST", f"{_ADMIN}/pin", pin, "Admin: make a version live and keep it"),
+    Route("POST", f"{_ADMIN}/unpin", unpin, "Admin: let new versions go live again"),
+    Route("POST", f"{_ADMIN}/canary", canary, "Admin: send a share of requests to a version"),
+    Route("POST", f"{_ADMIN}/shadow", shadow, "Admin: mirror every request to a version"),
+    Route("POST", f"{_ADMIN}/promote", promote, "Admin: make the canary or shadow live"),
+    Route("POST", f"{_ADMIN}/clear", clear, "Admin: drop the canary or shadow"),
+    Route("POST", f"{_ADMIN}/rollback", rollback, "Admin: go back to the previous version"),
+)
+"""The admin routes, served only with ``admin`` on (and so behind the auth token)."""
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+class VersionCollector:
+    """Prometheus collector reading the version manager's state when scraped."""
+
+    def __init__(self, versions: VersionManager) -> None:
+        self._versions = versions
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        live = GaugeMetricFamily(
+            "modelport_live_version",
+            "1 for the version live per model.",
+            labels=["model", "version"],
+        )
+        swaps = CounterMetricFamily(
+            "modelport_version_swaps", "Changes of live version.", labels=["model"]
+        )
+        failures = CounterMetricFamily(
+            "modelport_version_failures",
+            "Versions that failed to load or warm up (and never went live).",
+            labels=["model"],
+        )
+        failed = GaugeMetricFamily(
+            "modelport_version_failed",
+            "1 for each version whose last load or warm-up failed.",
+            labels=["model", "version"],
+        )
+        canary = GaugeMetricFamily(
+            "modelport_canary_percent",
+            "Share of requests sent to the canary version.",
+            labels=["model", "version"],
+        )
+        shadow = CounterMetricFamily(
+            "modelport_shadow_requests",
+            "Requests mirrored to the shadow version, by outcome.",
+            labels=["model", "version", "outcome"],
+        )
+        agreement = GaugeMetricFamily(
+            "modelport_shadow_agreement_ratio",
+            "Share of mirrored requests where the shadow's outputs matched the live version's.",
+            labels=["model", "version"],
+        )
+        seconds = CounterMetricFamily(
+            "modelport_shadow_seconds",
+            "Total latency over compared requests, of the shadow and of the live version.",
+            labels=["model", "version", "role"],
+        )
+        for name, track in self._versions.tracked():
+            if track.live:
+                live.add_metric([name, track.live], 1)
+            swaps.add_metric([name], track.swaps)
+            failures.add_metric([name], track.failure_count)
+            for version in track.failures:
+                failed.add_metric([name, version], 1)
+            policy = track.policy
+            if policy is not None and policy.kind == "canary":
+                canary.add_metric([name, policy.version], getattr(policy, "percent", 0.0))
+            if track.mirror is not None:
+                v, s = track.mirror.candidate.version, track.mirror.stats
+                for outcome, count in (
+                    ("agreed", s.agreed),
+                    ("disagreed", s.compared - s.agreed),
+                    ("error", s.errors),
+                    ("dropped", s.dropped),
+                ):
+                    shadow.add_metric([name, v, outcome], count)
+                if s.agreement is not None:
+                    agreement.add_metric([name, v], s.agreement)
+                seconds.add_metric([name, v, "shadow"], s.seconds)
+                seconds.add_metric([name, v, "primary"], s.primary_seconds)
+        yield from (live, swaps, failures, failed, canary, shadow, agreement, seconds)
