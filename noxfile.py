@@ -89,7 +89,7 @@ def sam(session: nox.Session) -> None:
     The CLI pins click 8.1, which modelport's typer does not take: it gets this session's
     virtualenv, and the tests run with nox's own interpreter (the project's .venv), calling it.
     """
-    session.install("aws-sam-cli")
+    session.install("aws-sam-cli==1.170.0")  # tests/deploy/events/ holds its output
     session.run(
         sys.executable,
         "-m",

@@ -47,9 +47,8 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument(
         "--profile",
         type=int,
-        default=0,
         metavar="SECONDS",
-        help="py-spy the modelport server at W1 HTTP JSON, top concurrency",
+        help="py-spy the modelport server at W1 HTTP JSON, top concurrency (default 10; 0 off)",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=HERE / "_work", help="generated models, bodies, logs"
@@ -77,7 +76,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
         threads=args.threads,
         cold_starts=1 if quick else 3,
         import_runs=3 if quick else 5,
-        profile_seconds=args.profile,
+        profile_seconds=args.profile if args.profile is not None else (0 if quick else 10),
     )
     _check_cpus(settings)
     return settings, args

@@ -129,3 +129,48 @@ def test_bundle_names_no_path_outside_itself(docker_bundle: Bundle) -> None:
         assert not line.startswith(("/", "file:")), line
         if line.startswith("./"):
             assert (docker_bundle.directory / line).is_file()
+
+
+def test_lambda_requirements_are_enough_for_the_handler(lambda_bundle: Bundle) -> None:
+    """The Lambda image's `pip install --target`, then the handler imported the way Lambda's
+    runtime does (the task root on sys.path, no other site-packages) and invoked."""
+    root = lambda_bundle.directory
+    target = root.parent / "task-root"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"]
+    install = subprocess.run(
+        [*pip, "--target", str(target)],  # as the Lambda Dockerfile's RUN does
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-4000:]
+    env_line = dict(instructions(root / "Dockerfile"))["ENV"]
+    name, _, value = env_line.partition("=")
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(target)!r})
+import modelport.aws_lambda as fn
+assert fn.__file__.startswith({str(target)!r}), fn.__file__
+event = {{"version": "2.0", "rawPath": "/v2/models/iris_mlp/infer", "body": sys.argv[1],
+         "requestContext": {{"http": {{"method": "POST"}}}}, "isBase64Encoded": False}}
+print(json.dumps(fn.handler(event, None)))
+"""
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, body],  # -S: no site-packages but the task's
+        env={name: value.replace("${LAMBDA_TASK_ROOT}", str(root)), "LAMBDA_TASK_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert result["statusCode"] == 200, result
+    assert json.loads(result["body"])["outputs"][0]["shape"] == [1, 3]
+    installed = {p.name.split("-")[0].lower() for p in target.glob("*.dist-info")}
+    assert "uvicorn" not in installed and "starlette" not in installed  # no HTTP server

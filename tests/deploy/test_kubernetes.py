@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from modelport.aws_lambda import LambdaHandler
 from modelport.deploy import Bundle, DeployOptions, build
 
 VERSIONS = ("1.28.0", "1.37.0")
@@ -115,3 +116,27 @@ def test_image_digest_reference(iris_dir: Path, tmp_path: Path) -> None:
         load(bundle, "deployment.yaml")["spec"]["template"]["spec"]["containers"][0]["image"]
         == image
     )
+
+
+def test_queue_depth_autoscaling(iris_dir: Path, tmp_path: Path) -> None:
+    bundle = build(iris_dir, "kubernetes", tmp_path / "b", DeployOptions(queue_target=2.5))
+    hpa = load(bundle, "hpa.yaml")
+    cpu, queue = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert queue == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "modelport_queue_depth"},  # the server's /metrics gauge
+            "target": {"type": "AverageValue", "averageValue": "2500m"},
+        },
+    }
+    for version in VERSIONS:
+        kubernetes_validate.validate(hpa, version, strict=True)
+
+
+def test_the_queue_metric_is_one_the_server_exports(handler: LambdaHandler) -> None:
+    # Through the same HTTP app `modelport serve` runs; /metrics is Prometheus text.
+    event = {"version": "2.0", "rawPath": "/metrics", "requestContext": {"http": {"method": "GET"}}}
+    result = handler(event)
+    assert result["statusCode"] == 200
+    assert 'modelport_queue_depth{model="iris_mlp",version="3"}' in result["body"]

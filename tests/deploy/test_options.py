@@ -17,6 +17,7 @@ BAD = [
     ({"replicas": 0}, "--replicas 0: must be at least 1"),
     ({"replicas": 4, "max_replicas": 3}, "--max-replicas 3: must be at least --replicas (4)"),
     ({"target_cpu_percent": 0}, "--target-cpu 0"),
+    ({"queue_target": 0.0}, "--queue-target 0.0: must be above 0"),
     ({"cpu": "lots"}, "--cpu 'lots'"),
     ({"cpu": "0m"}, "--cpu '0m'"),
     ({"memory": "1GB"}, "--memory '1GB'"),

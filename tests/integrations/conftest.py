@@ -52,6 +52,51 @@ def expected_multi(
     return modelport.load(multi_io_onnx).predict_batch(multi_inputs)
 
 
+RECORDING_MODEL = """
+import os
+
+import modelport
+from modelport import Signature, TensorSpec
+
+
+class Recording(modelport.Model):
+    \"\"\"Sums each row of x; appends "<pid> <rows>" to options["log"] for every call.\"\"\"
+
+    signature = Signature(
+        inputs=(TensorSpec("x", "FP32", (-1, 4)),), outputs=(TensorSpec("y", "FP32", (-1,)),)
+    )
+
+    def predict(self, inputs):
+        x = inputs["x"]
+        with open(self.options["log"], "a") as log:
+            log.write(f"{os.getpid()} {len(x)}\\n")
+        return {"y": x.sum(axis=1)}
+"""
+
+
+@pytest.fixture
+def recording_model(tmp_path: Path) -> tuple[Path, Path]:
+    """A model directory whose ``predict`` logs each batch's size, and that log's path."""
+    directory = tmp_path / "recording"
+    directory.mkdir()
+    (directory / "model.py").write_text(RECORDING_MODEL)
+    return directory, tmp_path / "batches.log"
+
+
+def batch_sizes(log: Path) -> list[int]:
+    """The row counts of every ``predict`` call the recording model logged."""
+    return [int(line.split()[1]) for line in log.read_text().splitlines()]
+
+
+def assert_batched(log: Path, rows: int, limit: int, full: bool = True) -> None:
+    """Every row predicted once, in batches of at most ``limit``; some of exactly ``limit``
+    unless ``full`` is false (then at least one batch holds more than one row)."""
+    sizes = batch_sizes(log)
+    assert sum(sizes) == rows, f"{sum(sizes)} rows predicted, expected {rows}: {sizes}"
+    assert max(sizes) <= limit, f"a batch over {limit} rows: {sizes}"
+    assert max(sizes) == limit if full else max(sizes) > 1, f"batch sizes {sizes}"
+
+
 def assert_rows_equal(got: np.ndarray, want: np.ndarray) -> None:
     """Row by row, the same predictions (floats within rounding of a different batch split)."""
     assert len(got) == len(want), f"{len(got)} rows, expected {len(want)}"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import modelport
-from tests.integrations.conftest import assert_rows_equal, engine
+from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
 
 pytestmark = pytest.mark.beam
 
@@ -186,3 +186,19 @@ def test_a_failing_pipeline_reports_the_input_error(tiny_onnx: Path) -> None:
             | beam.Create([np.zeros(5, np.float32)])
             | base.RunInference(ModelportModelHandler(tiny_onnx))
         )
+
+
+def test_run_inference_batches_up_to_max_batch_size(
+    recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    handler = ModelportModelHandler(directory, output="y", max_batch_size=10, log=str(log))
+    with _pipeline() as p:
+        results = (
+            p
+            | beam.Create(list(enumerate(features)))
+            | base.RunInference(base.KeyedModelHandler(handler))
+        )
+        testing.assert_that(results, _keyed_matcher(features.sum(axis=1)))
+    # BatchElements grows its batches adaptively, so not every run reaches the limit.
+    assert_batched(log, ROWS, 10, full=False)

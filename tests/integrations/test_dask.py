@@ -12,7 +12,7 @@ import pytest
 
 import modelport
 from modelport.integrations import cache_info, clear_cache
-from tests.integrations.conftest import ROWS, assert_rows_equal, engine
+from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
 
 pytestmark = pytest.mark.dask
 
@@ -137,3 +137,15 @@ def test_bad_columns_are_named_and_the_cluster_keeps_working(
         predict_frame(text, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).compute()
     out = predict_frame(ddf, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).compute()
     assert_rows_equal(out.sort_values("id")["y"].to_numpy(), expected_y)
+
+
+def test_partitions_are_predicted_in_batches(
+    client: Any, recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    columns = ["f0", "f1", "f2", "f3"]
+    out = predict_frame(
+        _frame(features, 4), directory, columns=columns, batch_size=10, log=str(log)
+    )
+    assert_rows_equal(out.compute().sort_values("id")["y"].to_numpy(), features.sum(axis=1))
+    assert_batched(log, ROWS, 10)

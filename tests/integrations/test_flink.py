@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import modelport
-from tests.integrations.conftest import assert_rows_equal, engine
+from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
 
 pytestmark = pytest.mark.flink
 
@@ -118,3 +118,18 @@ def test_errors_are_named_and_the_cluster_keeps_working(
         _collect(t_env, predict_table(t, tiny_onnx, columns=["f0", "f1", "f2"]))
     rows = _collect(t_env, predict_table(t, tiny_onnx, columns=["f0", "f1", "f2", "f3"]))
     assert_rows_equal(np.array([r["y"] for r in rows], np.float32), expected_y)
+
+
+def test_the_udf_predicts_batches_within_a_bundle(
+    envs: tuple[Any, Any], recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    env, t_env = envs
+    directory, log = recording_model
+    stream = _feature_stream(env, features)
+    columns = ["f0", "f1", "f2", "f3"]
+    out = predict_stream(
+        stream, directory, table_env=t_env, columns=columns, batch_size=10, log=str(log)
+    )
+    rows = _collect(t_env, out)
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), features.sum(axis=1))
+    assert_batched(log, ROWS, 10)

@@ -11,7 +11,7 @@ import pytest
 
 import modelport
 from modelport.integrations import cache_info
-from tests.integrations.conftest import assert_rows_equal, engine
+from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
 
 pytestmark = pytest.mark.ray
 
@@ -117,3 +117,14 @@ def test_bad_rows_fail_with_the_reason_and_ray_keeps_working(
     out = predict_dataset(ds, tiny_onnx, columns=["f0", "f1", "f2", "f3"])
     rows = sorted(out.take_all(), key=lambda r: r["id"])
     assert_rows_equal(np.stack([r["y"] for r in rows]), expected_y)
+
+
+def test_batches_follow_batch_size(
+    recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    columns = ["f0", "f1", "f2", "f3"]
+    out = predict_dataset(_rows(features), directory, columns=columns, batch_size=10, log=str(log))
+    rows = sorted(out.take_all(), key=lambda r: r["id"])
+    assert_rows_equal(np.array([r["y"] for r in rows]), features.sum(axis=1))
+    assert_batched(log, ROWS, 10)

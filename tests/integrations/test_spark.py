@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import modelport
-from tests.integrations.conftest import assert_rows_equal, engine
+from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
 
 pytestmark = pytest.mark.spark
 
@@ -132,3 +132,17 @@ def test_errors_are_named_and_the_session_keeps_working(
         df.select(predict_udf(tiny_onnx)("f0", "f1")).collect()
     out = with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).orderBy("id")
     assert_rows_equal(np.array([r["y"] for r in out.collect()], np.float32), expected_y)
+
+
+def test_arrow_batches_are_cut_at_batch_size(
+    spark: Any, recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    df = _frame(spark, features)
+    out = with_predictions(
+        df, directory, columns=["f0", "f1", "f2", "f3"], batch_size=10, log=str(log)
+    )
+    # Not orderBy: Spark would run the UDF a second time to sample the sort's ranges.
+    rows = sorted(out.collect(), key=lambda r: r["id"])
+    assert_rows_equal(np.array([r["y"] for r in rows], np.float32), features.sum(axis=1))
+    assert_batched(log, ROWS, 10)

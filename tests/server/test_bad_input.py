@@ -158,3 +158,17 @@ def test_failing_model_is_500_for_that_request_only(client: httpx.Client) -> Non
     r = client.post("/v2/models/flaky/infer", json=good)
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [3.0, 5.0]
     assert_healthy(client)
+
+
+def test_bad_compressed_bodies(client: httpx.Client) -> None:
+    import gzip
+
+    url = "/v2/models/tiny/infer"
+    _check(client.post(url, content=b"not gzip", headers={"content-encoding": "gzip"}), 400,
+           "not valid gzip data")  # fmt: skip
+    _check(client.post(url, content=b"{}", headers={"content-encoding": "br"}), 400,
+           "unsupported Content-Encoding 'br'")  # fmt: skip
+    bomb = gzip.compress(b" " * (10 * 1024 * 1024))  # 10 MiB of spaces in ~10 KiB
+    _check(client.post(url, content=bomb, headers={"content-encoding": "gzip"}), 413,
+           "decompressed request body exceeds")  # fmt: skip
+    assert_healthy(client)

@@ -270,3 +270,20 @@ def test_request_timeout_parameter(server: LiveServer, timeout_us: int) -> None:
         r = client.post("/v2/models/slow/infer", json=body)
         assert r.status_code == 504 and "timeout" in r.json()["error"]
         assert_healthy(client)
+
+
+def test_successive_event_loops_each_get_a_dispatcher(tiny_onnx: Path) -> None:
+    """``asyncio.run`` per call (as a Lambda handler does) must not hang on the second call."""
+    from modelport.protocol.types import InferenceRequest
+    from modelport.runtime.dataplane import DataPlane
+    from modelport.runtime.repository import discover
+
+    dataplane = DataPlane(discover(tiny_onnx))
+    dataplane.load_sync()
+    x = np.ones((1, 4), np.float32)
+    for _ in range(3):
+        response = asyncio.run(
+            asyncio.wait_for(dataplane.infer("tiny", None, InferenceRequest({"x": x})), 30)
+        )
+        np.testing.assert_allclose(response.outputs["y"], tiny_reference(x), rtol=1e-5, atol=1e-5)
+    asyncio.run(dataplane.close())

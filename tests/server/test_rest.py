@@ -154,3 +154,12 @@ def test_models_listing_metrics_openapi_docs(client: httpx.Client) -> None:
     }
     page = client.get("/docs")
     assert page.status_code == 200 and "/openapi.json" in page.text
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests(tc: triton.InferenceServerClient, algorithm: str) -> None:
+    x = np.random.default_rng(8).standard_normal((3, 4)).astype(np.float32)
+    inp = triton.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = tc.infer("tiny", [inp], request_compression_algorithm=algorithm)
+    np.testing.assert_allclose(result.as_numpy("y"), tiny_reference(x, 1), rtol=1e-5, atol=1e-5)

@@ -43,6 +43,7 @@ def serving(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: worker processes included
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,7 +62,7 @@ def serving(
         yield proc, url
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
 
 
@@ -129,6 +130,23 @@ def test_env_config_file_auth_and_single_artifact_name(tmp_path: Path, tiny_onnx
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     access = [entry for entry in lines if entry.get("logger") == "modelport.access"]
     assert any(e.get("request_id") == "logged-id" and e["status"] == 200 for e in access)
+
+
+def test_several_worker_processes_share_the_port(tiny_onnx: Path) -> None:
+    with serving([str(tiny_onnx), "--workers", "2", "--log-format", "text"]) as (proc, url):
+        x = np.full((1, 4), 0.5, np.float32)
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
+                            "data": x.ravel().tolist()}]}  # fmt: skip
+        for _ in range(8):
+            with httpx.Client(base_url=url) as client:  # new connections spread over workers
+                r = client.post("/v2/models/tiny/infer", json=body)
+                assert r.status_code == 200
+                y = np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(1, 3)
+                np.testing.assert_allclose(y, tiny_reference(x), rtol=1e-5, atol=1e-5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert stderr.count("Finished server process") == 2
 
 
 def test_warns_without_auth_beyond_loopback(tiny_onnx: Path) -> None:

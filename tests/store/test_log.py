@@ -212,6 +212,15 @@ def test_bad_url_is_a_config_error(tmp_path: Path) -> None:
         PredictionLog.open("mysql://x@y/z", spool_dir=tmp_path)
 
 
+def test_unusable_paths_are_config_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot create the log's folder"):
+        PredictionLog.open(blocker / "logs" / "log.db", spool_dir=tmp_path / "s")
+    with pytest.raises(ConfigError, match="cannot use spool directory"):
+        PredictionLog.open(tmp_path / "log.db", spool_dir=blocker / "spool")
+
+
 def test_schema_newer_than_the_code_is_refused(sqlite_url: str, tmp_path: Path) -> None:
     with (
         PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s") as log,
@@ -250,3 +259,20 @@ def test_record_ids_differ_across_forked_processes() -> None:
     os.close(write)
     mine = new_record_id()
     assert len(child) == len(mine) == 32 and child[:16] != mine[:16]
+
+
+def test_records_are_flushed_at_exit_without_close(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    script = (
+        "import numpy as np\n"
+        "from modelport.store import PredictionLog, PredictionRecord\n"
+        f"log = PredictionLog.open({url!r}, spool_dir={str(tmp_path / 's')!r})\n"
+        "for i in range(500):\n"
+        "    log.record(PredictionRecord(f'r{i}', 'm', '1', {'x': np.ones((1, 2))}))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with PredictionLog.open(url, spool_dir=tmp_path / "s") as log:
+        assert log.db.count("m") == 500

@@ -7,6 +7,7 @@ the log); PostgreSQL is a real server, stopped and restarted in the middle of th
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -65,7 +66,9 @@ def _exe() -> str:
 class Served:
     """``modelport serve`` in a subprocess."""
 
-    def __init__(self, repo: Path, log_db: str, workdir: Path) -> None:
+    def __init__(
+        self, repo: Path, log_args: list[str], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = _exe()
@@ -73,8 +76,8 @@ class Served:
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(
                 [exe, "serve", str(repo), "--http-port", str(self.port), "--grpc-port", "0",
-                 "--trust", "--log-format", "text", "--log-db", log_db],
-                stdout=out, stderr=subprocess.STDOUT,
+                 "--trust", "--log-format", "text", *log_args],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
             )  # fmt: skip
         give_up = time.monotonic() + HANG_GUARD
         with httpx.Client(base_url=self.url) as client:
@@ -107,8 +110,9 @@ class Served:
 def serve(repo: Path, tmp_path: Path) -> Iterator[Any]:
     started: list[Served] = []
 
-    def run(log_db: str) -> Served:
-        started.append(Served(repo, log_db, tmp_path))
+    def run(log_db: str | None, env: dict[str, str] | None = None) -> Served:
+        args = ["--log-db", log_db] if log_db else ["--log-predictions"]
+        started.append(Served(repo, args, tmp_path, env))
         return started[-1]
 
     yield run
@@ -185,6 +189,9 @@ def test_served_requests_are_logged_and_take_feedback(serve: Any, tmp_path: Path
         r = client.post("/v2/models/tiny/feedback", content=b"{not json")
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
         load(server.url, ["r-999"], threads=1)  # still serving
+        spec = client.get("/openapi.json").json()["paths"]["/v2/models/{name}/feedback"]["post"]
+        schema = spec["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["required"] == ["request_id", "value"]
         metrics = client.get("/metrics").text
         assert 'modelport_prediction_log_records_total{outcome="lost"} 0.0' in metrics
     server.stop()
@@ -224,6 +231,23 @@ def test_postgres_restarted_under_served_load_loses_nothing(
         logged = sorted(r["request_id"] for r in log.predictions("tiny"))
     expected = sorted(f"{p}-{i}" for p in "abc" for i in range(150))
     assert logged == expected
+
+
+def test_log_predictions_uses_the_data_directory(serve: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = serve(None, env={"MODELPORT_DATA_DIR": str(data)})
+    load(server.url, [f"d-{i}" for i in range(20)], threads=2)
+    server.stop()
+    assert (data / "predictions.db").is_file()
+    env = {**os.environ, "MODELPORT_DATA_DIR": str(data)}
+    fed = subprocess.run(
+        [_exe(), "feedback", "d-3", "1"], capture_output=True, text=True, env=env, check=False
+    )
+    assert fed.returncode == 0 and "feedback stored for tiny request d-3" in fed.stdout, fed.stderr
+    report = subprocess.run(
+        [_exe(), "report", "tiny"], capture_output=True, text=True, env=env, check=False
+    )
+    assert report.returncode == 0 and "requests: 20" in report.stdout, report.stderr
 
 
 def test_feedback_without_a_log_is_a_clear_error(repo: Path) -> None:

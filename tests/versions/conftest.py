@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +78,7 @@ def make_version(
     load_delay: float = 0.0,
     model_py: str | None = None,
     hidden_first: bool = True,
+    config: str = "",
 ) -> Path:
     """Write ``model_dir/<version>/`` (tiny MLP with ``seed``, default the version number).
 
@@ -91,7 +91,8 @@ def make_version(
     onnx_mlp(staging / "model.onnx", TINY, seed=version if seed is None else seed)
     text = model_py if model_py is not None else SLOW_TINY
     write(staging / "model.py", text.format(delay=delay, load_delay=load_delay))
-    write(staging / "modelport.yaml", "batching: {max_batch_size: 16, max_queue_delay_ms: 1}\n")
+    batching = "batching: {max_batch_size: 16, max_queue_delay_ms: 1}\n"
+    write(staging / "modelport.yaml", batching + config)
     if hidden_first:
         os.rename(staging, final)
     return final
@@ -201,14 +202,23 @@ class Load:
                 self.wrong.append(f"answer labelled version {version} is not version {version}'s")
 
 
-@pytest.fixture
-def live(repository: Path) -> Iterator[LiveServer]:
-    with serve(repository) as server:
-        yield server
+def fire(
+    url: str, n: int, *, concurrency: int = 16, headers: dict[str, str] | None = None
+) -> list[tuple[np.ndarray, httpx.Response]]:
+    """``n`` V2 inference requests (inputs ``x_for(i)``), ``concurrency`` at a time."""
 
+    async def main() -> list[tuple[np.ndarray, httpx.Response]]:
+        results: list[tuple[np.ndarray, httpx.Response]] = []
+        todo = iter(range(n))
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
 
-def copy_version(src: Path, dst: Path) -> None:
-    """Ship a version the safe way: copy under a hidden name, then rename into place."""
-    staging = dst.with_name(f".{dst.name}")
-    shutil.copytree(src, staging)
-    os.rename(staging, dst)
+            async def worker() -> None:
+                for i in todo:
+                    x = x_for(i)
+                    r = await client.post("/v2/models/tiny/infer", json=infer_body(x))
+                    results.append((x, r))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return results
+
+    return asyncio.run(main())

@@ -36,6 +36,11 @@ def build(
     replicas: int = typer.Option(2, help="Minimum replicas (the autoscaler's floor)."),
     max_replicas: int = typer.Option(10, help="Maximum replicas the autoscaler may reach."),
     target_cpu: int = typer.Option(70, help="Average CPU utilisation (%) the autoscaler aims at."),
+    queue_target: float | None = typer.Option(
+        None,
+        help="Also scale on the server's queue depth: average waiting requests per pod "
+        "(Kubernetes; needs a custom-metrics adapter).",
+    ),
     cpu: str = typer.Option("1", help="CPU per replica (requests = limits)."),
     memory: str = typer.Option("1Gi", help="Memory per replica (requests = limits)."),
     http_port: int = typer.Option(8080, help="HTTP port of the server."),
@@ -65,6 +70,7 @@ def build(
         replicas=replicas,
         max_replicas=max_replicas,
         target_cpu_percent=target_cpu,
+        queue_target=queue_target,
         cpu=cpu,
         memory=memory,
         http_port=http_port,

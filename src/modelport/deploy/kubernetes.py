@@ -185,7 +185,29 @@ def service(options: DeployOptions, version: str) -> Manifest:
 
 
 def horizontal_pod_autoscaler(options: DeployOptions, version: str) -> Manifest:
-    """Scale on CPU between ``replicas`` and ``max_replicas``; scale down slowly."""
+    """Scale on CPU (and queue depth, if asked) between ``replicas`` and ``max_replicas``;
+    scale down slowly."""
+    metrics: list[dict[str, Any]] = [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": options.target_cpu_percent},
+            },
+        }
+    ]
+    if options.queue_target is not None:
+        # Served to the HPA by a custom-metrics adapter (docs/deploy-kubernetes.md).
+        average = f"{round(options.queue_target * 1000)}m"
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "modelport_queue_depth"},
+                    "target": {"type": "AverageValue", "averageValue": average},
+                },
+            }
+        )
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -194,18 +216,7 @@ def horizontal_pod_autoscaler(options: DeployOptions, version: str) -> Manifest:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": options.name},
             "minReplicas": options.replicas,
             "maxReplicas": options.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": options.target_cpu_percent,
-                        },
-                    },
-                }
-            ],
+            "metrics": metrics,
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
         },
     }

@@ -40,6 +40,9 @@ class DeployOptions:
     replicas: int = 2
     max_replicas: int = 10
     target_cpu_percent: int = 70
+    queue_target: float | None = None
+    """Also scale on ``modelport_queue_depth``: average waiting requests per pod (needs a
+    custom-metrics adapter)."""
     cpu: str = "1"
     memory: str = "1Gi"
     http_port: int = 8080
@@ -76,6 +79,8 @@ class DeployOptions:
             )
         if not 1 <= self.target_cpu_percent <= 100:
             raise ConfigError(f"--target-cpu {self.target_cpu_percent}: must be 1 to 100")
+        if self.queue_target is not None and self.queue_target <= 0:
+            raise ConfigError(f"--queue-target {self.queue_target}: must be above 0")
         if not _CPU.match(self.cpu) or _cores(self.cpu) <= 0:
             raise ConfigError(f"--cpu {self.cpu!r}: expected cores, such as 500m, 1 or 2.5")
         if not _MEMORY.match(self.memory):

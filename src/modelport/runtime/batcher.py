@@ -82,6 +82,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"modelport-{name}")
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._running = 0
         self._last_count = 0
@@ -109,7 +110,9 @@ class Batcher:
                 retry_after=1.0,
             )
         loop = asyncio.get_running_loop()
-        if self._task is None:
+        if self._loop is not loop:
+            # First use, or a new loop (e.g. ``asyncio.run`` per call): dispatch in this one.
+            self._loop = loop
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._dispatch())
         assert self._wakeup is not None
@@ -129,7 +132,8 @@ class Batcher:
         self._closing = True
         if self._task is not None and self._wakeup is not None:
             self._wakeup.set()
-            await self._task
+            if self._loop is asyncio.get_running_loop():
+                await self._task
         self._executor.shutdown(wait=True)
 
     # -- the dispatcher ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,9 +25,14 @@ from .versions import VersionManager
 if TYPE_CHECKING:
     from ..store import PredictionLog
 
-__all__ = ["DataPlane", "Metrics", "NullMetrics"]
+__all__ = ["DataPlane", "Metrics", "NullMetrics", "new_id"]
 
 log = logging.getLogger("modelport.runtime")
+
+
+def new_id() -> str:
+    """A new prediction id: 128 random bits as 32 hex digits (uuid4's entropy, faster)."""
+    return os.urandom(16).hex()
 
 
 class Metrics(Protocol):
@@ -184,7 +189,7 @@ class DataPlane:
     ) -> InferenceResponse:
         """V2 inference; the response ``id`` is the request's, or a new prediction id."""
         runner = self.runner(name, version)
-        request_id = request.id or uuid.uuid4().hex
+        request_id = request.id or new_id()
         signature = runner.model.signature
         wanted = [o.name for o in request.outputs] if request.outputs else None
         if wanted and signature is not None and signature.outputs:
@@ -228,7 +233,7 @@ class DataPlane:
         runner = self.runner(name, version)
         return await runner.predict(
             payload,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_id(),
             timeout=timeout if timeout is not None else self.default_timeout,
         )
 

@@ -39,17 +39,20 @@ def discover(
     """
     if not path.exists():
         raise ArtifactNotFoundError(f"{path}: no such file or directory")
-    if path.is_file() or _is_model_dir(path):
+    # Version directories first: a model's own modelport.yaml may sit beside them.
+    if path.is_file():
         models = [resolve(path, trust=trust)]
     elif _versions(path):
         models = _versioned(path, trust)
+    elif _is_model_dir(path):
+        models = [resolve(path, trust=trust)]
     else:
         models = []
         for child in _subdirs(path):
-            if _is_model_dir(child):
-                models.append(resolve(child, trust=trust))
-            elif _versions(child):
+            if _versions(child):
                 models.extend(_versioned(child, trust))
+            elif _is_model_dir(child):
+                models.append(resolve(child, trust=trust))
         if not models:
             raise ConfigError(
                 f"{path}: no models found; expected a model artifact, a model directory, or "

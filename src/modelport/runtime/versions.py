@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InvalidInputError, ModelNotFoundError
-from ..model import Model
+from .loading import ModelFactory, StageError, fresh, prepare
 from .registry import version_key
 from .runner import ModelRunner, ModelState, Prediction
 from .traffic import Canary, Policy, Shadow, ShadowMirror, percent
@@ -47,8 +46,6 @@ __all__ = ["SWAP_POLICIES", "ModelFactory", "VersionManager", "Watcher"]
 log = logging.getLogger("modelport.runtime")
 
 SWAP_POLICIES = ("double_buffer", "swap_in_place")
-ModelFactory = Callable[[], Model]
-"""Builds a fresh, unloaded :class:`Model` for one version (e.g. resolves its directory)."""
 
 _SAMPLES = 4
 _DRAIN_POLL_S = 0.005
@@ -143,7 +140,7 @@ class VersionManager:
             track = self._models[name] = _Model(name, runner.version)
             self._registry.live[name] = runner.version
             for version in self._registry.versions(name):
-                track.factories[version] = _fresh(self._registry.get(name, version).model)
+                track.factories[version] = fresh(self._registry.get(name, version).model)
                 if version_key(version) < version_key(runner.version):
                     track.history.append(version)  # older versions served at startup
             runner.observers.append(self._observe)
@@ -389,8 +386,8 @@ class VersionManager:
             await self._unload(old)
         del old  # nothing may keep the old model alive while the new one loads
         try:
-            await asyncio.to_thread(_prepare, runner, samples)
-        except _StageError as exc:
+            await asyncio.to_thread(prepare, runner, samples)
+        except StageError as exc:
             runner.state, runner.error = ModelState.FAILED, str(exc.error)
             self._registry.remove(name, version)
             self._changed(runner, False)
@@ -412,7 +409,8 @@ class VersionManager:
             self._registry.add(runner)
             self._changed(runner, True)
         self._registry.live[name] = runner.version
-        runner.observers.append(self._observe)
+        if self._observe not in runner.observers:
+            runner.observers.append(self._observe)
         if old is not None and old is not runner:
             self._registry.remove(name, old.version)
             if self._observe in old.observers:
@@ -431,9 +429,6 @@ class VersionManager:
         deadline = loop.time() + self.drain_timeout
         while runner.pending and loop.time() < deadline:
             await asyncio.sleep(_DRAIN_POLL_S)  # only while a swap drains
-        track = self._models.get(runner.name)
-        if track is not None and runner.model.loaded:
-            track.factories.setdefault(runner.version, _fresh(runner.model))
         await runner.close()
         self._changed(runner, False)
         log.info("version unloaded", extra={"model": runner.name, "version": runner.version})
@@ -454,10 +449,10 @@ class VersionManager:
             try:
                 model = await asyncio.to_thread(factory)
             except Exception as exc:
-                raise _StageError("resolve", exc) from exc
+                raise StageError("resolve", exc) from exc
             runner = self._dp.make_runner(model)
-            await asyncio.to_thread(_prepare, runner, samples)
-        except _StageError as exc:
+            await asyncio.to_thread(prepare, runner, samples)
+        except StageError as exc:
             raise self._failed(track, version, exc.stage, exc.error) from exc.error
         finally:
             track.loading.discard(version)
@@ -524,50 +519,3 @@ class VersionManager:
     def tracked(self) -> list[tuple[str, _Model]]:
         """(name, state) of every tracked model, for metrics."""
         return sorted(self._models.items())
-
-
-class _StageError(Exception):
-    def __init__(self, stage: str, error: BaseException) -> None:
-        super().__init__(stage)
-        self.stage = stage
-        self.error = error
-
-
-def _fresh(model: Model) -> ModelFactory:
-    """A factory for a new, unloaded copy of ``model`` (holding no reference to it)."""
-    return functools.partial(type(model), model.path, config=model.config, **model.options)
-
-
-def _prepare(runner: ModelRunner, samples: Sequence[dict[str, np.ndarray]]) -> None:
-    """Load and warm up ``runner``'s model in this thread; raise :class:`_StageError`."""
-    model = runner.model
-    try:
-        model.ensure_loaded()
-    except Exception as exc:
-        raise _StageError("load", exc) from exc
-    warmup = dict(model.config.warmup)
-    if warmup.get("enabled", True) is False:
-        return
-    batches: list[dict[str, np.ndarray]] = list(samples)
-    try:
-        if "inputs" in warmup:
-            batches.insert(0, model.to_inputs(warmup["inputs"]))
-    except Exception as exc:
-        raise _StageError("warm up", exc) from exc
-    if not batches:
-        try:
-            batches = [model.example_inputs(1)]
-        except Exception:
-            return  # no signature and no traffic yet: nothing to warm up on
-    for inputs in batches:
-        try:
-            outputs = model.predict_batch(inputs)
-            rows = next((int(a.shape[0]) for a in inputs.values() if a.ndim), None)
-            for key, array in outputs.items():
-                if rows is not None and (array.ndim == 0 or array.shape[0] != rows):
-                    raise ValueError(
-                        f"output {key!r} has {array.shape[0] if array.ndim else 0} rows "
-                        f"for {rows} input rows"
-                    )
-        except Exception as exc:
-            raise _StageError("warm up", exc) from exc

@@ -99,8 +99,17 @@ class RepositoryWatcher:
         if layout(self.root) is None:
             log.info("watching off: %s holds no versioned models", self.root)
             return
+        # The baseline, at once: versions present now are known, not new (a few scandirs).
+        known = self._scan()
+        for key, (model_dir, version_dir, _) in known.items():
+            name = self._names[key] = _config_name(model_dir, version_dir) or key[0]
+            manager.known(name, key[1], self._factory(model_dir, version_dir))
+        log.info(
+            "watching the model repository",
+            extra={"path": str(self.root), "interval": self.interval, "versions": len(known)},
+        )
         self._stop = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(manager))
+        self._task = asyncio.get_running_loop().create_task(self._run(manager, known))
 
     async def stop(self) -> None:
         """Stop polling; a version being loaded finishes first."""
@@ -111,17 +120,10 @@ class RepositoryWatcher:
             await self._task
         self._task = None
 
-    async def _run(self, manager: VersionManager) -> None:
+    async def _run(
+        self, manager: VersionManager, known: dict[_Key, tuple[Path, Path, _Fingerprint]]
+    ) -> None:
         assert self._stop is not None
-        known = await asyncio.to_thread(self._scan)
-        for key, (model_dir, version_dir, _) in known.items():
-            factory = self._factory(model_dir, version_dir)
-            name = await self._name_of(key, model_dir, version_dir)
-            manager.known(name, key[1], factory)
-        log.info(
-            "watching the model repository",
-            extra={"path": str(self.root), "interval": self.interval, "versions": len(known)},
-        )
         pending: dict[_Key, _Fingerprint] = {}
         while not self._stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before 3.11

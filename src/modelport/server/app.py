@@ -226,9 +226,33 @@ class App:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = request.headers.get(b"content-encoding")
+        if encoding is not None and encoding.lower() != b"identity":
+            body = _decompress(body, encoding.lower(), self._max_body)
+        return body
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A gzip or deflate body (tritonclient's request compression), at most ``limit`` bytes."""
+    import zlib
+
+    wbits = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise InvalidInputError(
+            f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; "
+            "use gzip, deflate or none"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInputError(f"body is not valid {encoding.decode()} data: {exc}") from None
+    if len(out) > limit:
+        raise PayloadTooLargeError(
+            f"decompressed request body exceeds the limit of {limit} bytes (max_body_size)"
+        )
+    return out
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

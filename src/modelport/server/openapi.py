@@ -110,6 +110,25 @@ def _operation(route: Route) -> dict[str, Any]:
             "content": {"application/json": {"schema": {}}},
             "description": "Any JSON; the model's preprocess turns it into inputs",
         }
+    elif route.handler.__name__ == "feedback":
+        truth = {"type": ["number", "string", "boolean"]}
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["request_id", "value"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "request_id": {"type": "string"},
+                            "value": {"oneOf": [truth, {"type": "array", "items": truth}]},
+                        },
+                    }
+                }
+            },
+            "description": "Ground truth for a logged request: one value, or one per row",
+        }
     if route.model_route or params:
         for code, text in _ERRORS.items():
             op["responses"][code] = {

@@ -7,13 +7,13 @@ exceptions; the app maps them to a status (``server/errors.py``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from ..protocol.codec import decode_request, dumps, encode_response, loads
+from ..runtime.dataplane import new_id
 
 if TYPE_CHECKING:
     from .app import App, Receive, Scope
@@ -134,6 +134,7 @@ async def infer(request: Request) -> Response:
     request.request_id = infer_request.id
     response = await dataplane.infer(p["name"], p.get("version"), infer_request)
     request.request_id = response.id
+    request.model_version = response.model_version  # a canary may have answered
     out, out_header_length = encode_response(response, infer_request)
     headers = [(b"content-length", str(len(out)).encode())]
     if out_header_length is None:
@@ -160,7 +161,7 @@ async def predict(request: Request) -> Response:
     p = request.params
     payload = loads(await request.body())
     given = request.headers.get(b"x-request-id")
-    request_id = given.decode("latin-1") if given else uuid.uuid4().hex
+    request_id = given.decode("latin-1") if given else new_id()
     request.request_id = request_id
     runner = request.app.dataplane.runner(p["name"], p.get("version"))
     request.model_version = runner.version

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -79,11 +80,21 @@ async def serve_async(
     *,
     dataplane: DataPlane | None = None,
     sockets: list[socket.socket] | None = None,
+    preload: bool = False,
+    stop_on_readable: int | None = None,
 ) -> None:
-    """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop."""
+    """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop.
+
+    By default the port opens at once and readiness turns true once the models are loaded;
+    ``preload`` loads them first (for worker processes sharing a socket, so none of them
+    takes a connection it cannot serve yet). ``stop_on_readable`` is a file descriptor that
+    becomes readable when the server should drain and stop (a parent process's sentinel).
+    """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
-    app = create_app(dataplane, settings)
+    if preload:
+        await dataplane.load()
+    app = create_app(dataplane, settings, load_on_startup=not preload)
     if not settings.loopback_only and not settings.auth_token:
         log.warning(
             "serving beyond loopback without authentication; set --auth-token",
@@ -121,6 +132,13 @@ async def serve_async(
 
     server.on_exit = on_exit
     app.shutdown_hooks.append(lambda: _wait(stopping))
+    if stop_on_readable is not None:
+
+        def parent_gone() -> None:
+            loop.remove_reader(stop_on_readable)
+            server.handle_exit(signal.SIGTERM, None)
+
+        loop.add_reader(stop_on_readable, parent_gone)
     prediction_log = None
     if settings.log_db is not None:
         from ..store.hook import attach
@@ -174,10 +192,15 @@ def _run(main: Awaitable[None]) -> None:
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
+    import multiprocessing
+
     from .logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    _run(serve_async(settings, sockets=[sock]))
+    parent = multiprocessing.parent_process()
+    # If the supervisor dies without relaying a signal, drain and stop instead of lingering.
+    sentinel = parent.sentinel if parent is not None else None
+    _run(serve_async(settings, sockets=[sock], preload=True, stop_on_readable=sentinel))
 
 
 def _supervise(settings: Settings) -> None:
@@ -197,8 +220,6 @@ def _supervise(settings: Settings) -> None:
     def relay(sig: int, frame: FrameType | None) -> None:
         for process in processes:
             if process.is_alive() and process.pid is not None:
-                import os
-
                 os.kill(process.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, relay) for sig in _SIGNALS}
@@ -209,3 +230,8 @@ def _supervise(settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        from ..errors import ModelportError
+
+        raise ModelportError(f"server process(es) {failed} exited with an error; see the log")

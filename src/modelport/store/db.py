@@ -23,8 +23,8 @@ from .schema import feedback, migrate, predictions
 __all__ = ["Database", "is_disconnect", "normalize_url"]
 
 _COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
-_ROWS_PER_STATEMENT = 500
-"""14 columns x 500 rows stays under SQLite's limit of 32766 parameters per statement."""
+_ROWS_PER_STATEMENT = 50
+"""Rows per INSERT: few statements per batch, and short enough holds of the GIL."""
 
 
 def normalize_url(url: str | Path) -> str:
@@ -63,7 +63,11 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                folder = Path(parsed.database).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"cannot create the log's folder {folder}: {exc}") from exc
             self.engine = sa.create_engine(
                 self.url, connect_args={"timeout": 30, "check_same_thread": False}
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import random
@@ -21,7 +22,7 @@ from .records import PredictionRecord
 if TYPE_CHECKING:
     from .db import Database
     from .spool import Spool
-    from .writer import Writer
+    from .writer import Inbox, Writer
 
 __all__ = ["LogStats", "PredictionLog"]
 
@@ -62,34 +63,23 @@ class PredictionLog:
     def __init__(
         self,
         db: Database,
-        spool: Spool,
+        writer: Writer,
+        inbox: Inbox,
         *,
         sample_rate: float,
-        max_input_bytes: int,
-        batch_size: int,
-        queue_size: int,
-        linger_s: float,
     ) -> None:
-        from .writer import Inbox, Writer
-
         self.db = db
-        self.spool = spool
+        self.spool: Spool = writer.spool
         self.sample_rate = sample_rate
-        self._inbox = Inbox(queue_size)
-        self._writer: Writer = Writer(
-            db,
-            spool,
-            self._inbox,
-            batch_size=batch_size,
-            max_input_bytes=max_input_bytes,
-            linger_s=linger_s,
-        )
+        self._inbox = inbox
+        self._writer = writer
         self._lock = threading.Lock()
         self._sampled_out = 0
         self._dropped = 0
         self._last_loss_log = 0.0
         self._closed = False
         self._writer.start()
+        atexit.register(self.close)  # a forgotten close() must not lose what is queued
 
     @classmethod
     def open(
@@ -126,6 +116,9 @@ class PredictionLog:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if linger_s < 0:
             raise ConfigError(f"linger_s must be >= 0, got {linger_s}")
+        from .writer import Inbox, Writer
+
+        inbox = Inbox(queue_size)
         db = Database(url)
         spool = _open_spool(db, spool_dir, spool_limit_bytes)
         try:
@@ -137,15 +130,15 @@ class PredictionLog:
                 spool.close()
                 raise
             logger.warning("prediction log: %s unreachable (%s); spooling", db.display_url, exc)
-        return cls(
+        writer = Writer(
             db,
             spool,
-            sample_rate=sample_rate,
-            max_input_bytes=max_input_bytes,
+            inbox,
             batch_size=batch_size,
-            queue_size=queue_size,
+            max_input_bytes=max_input_bytes,
             linger_s=linger_s,
         )
+        return cls(db, writer, inbox, sample_rate=sample_rate)
 
     def record(self, record: PredictionRecord) -> bool:
         """Queue ``record`` for writing; False if it was sampled out or the queue is full.
@@ -212,12 +205,13 @@ class PredictionLog:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._inbox.put_marker(Stop())
         self._writer.join(timeout)
         if self._writer.is_alive():
             logger.error("prediction log: writer did not finish within %s s", timeout)
             return
-        self.spool.close()
+        self._writer.release()
         self.db.dispose()
 
     async def aclose(self) -> None:
@@ -237,6 +231,7 @@ class PredictionLog:
         with self._lock:
             sampled_out, dropped = self._sampled_out, self._dropped
         queued = sum(1 for item in list(self._inbox.items) if isinstance(item, PredictionRecord))
+        queued += self._writer.queued
         written, spooled, lost = w.written, w.spooled, w.lost
         return LogStats(
             received=sampled_out + dropped + written + spooled + lost + queued,
@@ -246,7 +241,7 @@ class PredictionLog:
             replayed=w.replayed,
             lost=lost + dropped,
             queued=queued,
-            spool_bytes=self.spool.size,
+            spool_bytes=self._writer.spool_bytes,
             db_up=w.db_up,
         )
 
@@ -263,7 +258,7 @@ class PredictionLog:
 
 
 def _open_spool(db: Database, spool_dir: str | Path | None, limit: int) -> Spool:
-    from .spool import Spool
+    from .spool import Spool, SpoolBusyError
 
     if spool_dir is not None:
         return Spool(spool_dir, limit)
@@ -277,6 +272,6 @@ def _open_spool(db: Database, spool_dir: str | Path | None, limit: int) -> Spool
     for k in range(64):
         try:
             return Spool(base if k == 0 else base.with_name(f"{base.name}-{k}"), limit)
-        except ConfigError:
+        except SpoolBusyError:
             continue
     raise ConfigError(f"no free spool directory beside {base}; pass spool_dir")

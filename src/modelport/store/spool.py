@@ -17,12 +17,16 @@ from typing import IO, Any
 
 from ..errors import ConfigError
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "SpoolBusyError"]
 
 logger = logging.getLogger("modelport.store")
 
 SEGMENT_BYTES = 4 * 1024 * 1024
 """A segment is closed past this size, so one replay step holds a bounded number of rows."""
+
+
+class SpoolBusyError(ConfigError):
+    """Another live process holds the spool directory."""
 
 
 class Spool:
@@ -33,8 +37,11 @@ class Spool:
             raise ConfigError(f"spool limit must be >= 0 bytes, got {limit_bytes}")
         self.directory = Path(directory)
         self.limit_bytes = limit_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.directory / ".lock")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.directory / ".lock")
+        except OSError as exc:
+            raise ConfigError(f"cannot use spool directory {self.directory}: {exc}") from exc
         self._segments = sorted(self.directory.glob("seg-*.jsonl"))
         self.size = sum(p.stat().st_size for p in self._segments)
         self._seq = int(self._segments[-1].stem[4:]) if self._segments else 0
@@ -131,7 +138,7 @@ def _lock(path: Path) -> IO[bytes]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         handle.close()
-        raise ConfigError(
+        raise SpoolBusyError(
             f"spool directory {path.parent} is in use by another process; give each process "
             "its own spool directory"
         ) from exc

@@ -25,6 +25,9 @@ __all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
 
 logger = logging.getLogger("modelport.store")
 
+YIELD_EVERY = 4
+"""Records encoded between two GIL hand-offs: without them the writer would hold the GIL for
+the interpreter's whole switch interval (5 ms), and every request in flight would wait."""
 RETRY_MIN_S = 0.2
 RETRY_MAX_S = 5.0
 
@@ -127,6 +130,19 @@ class Writer(threading.Thread):
         self._backoff = RETRY_MIN_S
         self._down = False
 
+    @property
+    def spool_bytes(self) -> int:
+        return self.spool.size
+
+    @property
+    def queued(self) -> int:
+        """Records taken from the inbox and not yet written (none between batches)."""
+        return 0
+
+    def release(self) -> None:
+        """Close the spool (its rows stay on disk for the next process)."""
+        self.spool.close()
+
     def run(self) -> None:
         stopping = False
         while not (stopping and not len(self.inbox)):
@@ -134,6 +150,7 @@ class Writer(threading.Thread):
                 stopping = self._step() or stopping
             except Exception:  # never let the thread die: that would block flush() forever
                 logger.exception("prediction log writer: unexpected error")
+                time.sleep(1.0)  # and never spin on a repeating one
 
     def _step(self) -> bool:
         timeout: float | None = None  # nothing spooled: sleep until a record or marker comes
@@ -162,11 +179,13 @@ class Writer(threading.Thread):
 
     def _write(self, batch: list[PredictionRecord]) -> None:
         rows = []
-        for record in batch:
+        for k, record in enumerate(batch, 1):
             try:
                 rows.append(to_row(record, self.max_input_bytes))
             except Exception:
                 self._lose(1, f"record {record.request_id!r} could not be encoded")
+            if k % YIELD_EVERY == 0:
+                time.sleep(0)  # hand the GIL to the event loop and the model's worker
         if not rows:
             return
         if self._db_available(force=False):

@@ -1,0 +1,215 @@
+"""The admin API and ``modelport versions``: off by default, behind the token, clear refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from modelport.cli import app, main
+from modelport.errors import ConfigError
+from modelport.settings import Settings
+from tests.server.conftest import LiveServer, infer_body
+from tests.versions.conftest import (
+    AUTH,
+    TOKEN,
+    make_version,
+    serve,
+    version_status,
+    wait_for,
+    x_for,
+)
+
+
+@pytest.fixture(scope="module")
+def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``tiny`` versions 1 and 2 (2 live), admin API on behind ``TOKEN``."""
+    root = tmp_path_factory.mktemp("admin") / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    make_version(root / "tiny", 2, delay=0.0)
+    with serve(root, admin=True, auth_token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def admin(admin_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=admin_server.url, timeout=30, headers=AUTH) as client:
+        yield client
+
+
+def _healthy(client: httpx.Client) -> str:
+    r = client.post("/v2/models/tiny/infer", json=infer_body(x_for(0)))
+    assert r.status_code == 200, r.text
+    return str(r.json()["model_version"])
+
+
+def test_the_admin_api_is_off_by_default(tmp_path: Path) -> None:
+    make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
+    # Off even with a token: the token alone does not turn management on.
+    with (
+        serve(tmp_path / "repo", auth_token=TOKEN) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client,
+    ):
+        for method, path in [
+            ("GET", "/admin/models"),
+            ("GET", "/admin/models/tiny"),
+            ("POST", "/admin/models/tiny/rollback"),
+            ("POST", "/admin/models/tiny/pin"),
+        ]:
+            r = client.request(method, path, json={"version": "1"})
+            assert r.status_code == 404, (path, r.text)
+            assert "no route" in r.json()["error"]
+        assert _healthy(client) == "1"
+
+
+def test_the_admin_api_refuses_to_start_without_a_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match="admin API needs an auth token"):
+        Settings(model_path=tmp_path, admin=True)
+    make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(tmp_path / "repo"), "--admin", "--grpc-port", "0"])
+    assert exit_info.value.code == 1
+    assert "admin API needs an auth token" in capsys.readouterr().err
+
+
+def test_the_admin_api_requires_the_token(admin_server: LiveServer) -> None:
+    with httpx.Client(base_url=admin_server.url, timeout=30) as anonymous:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+            r = anonymous.get("/admin/models", headers=headers)
+            assert r.status_code == 401, headers
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = anonymous.post("/admin/models/tiny/rollback", headers=headers)
+            assert r.status_code == 401
+    with httpx.Client(base_url=admin_server.url, timeout=30, headers=AUTH) as client:
+        r = client.get("/admin/models")
+        assert r.status_code == 200
+        (model,) = r.json()["models"]
+        assert model["name"] == "tiny" and model["live"] == "2"
+        assert model["history"] == ["1"] and model["pinned"] is False
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/admin/models/nope/pin", {"version": "1"}, 404, "unknown model 'nope'"),
+        ("/admin/models/tiny/pin", {"version": "9"}, 404, "has no version '9'"),
+        ("/admin/models/tiny/pin", {}, 400, "missing field(s) ['version']"),
+        ("/admin/models/tiny/pin", {"version": "1", "force": True}, 400, "unknown field(s)"),
+        ("/admin/models/tiny/pin", {"version": None}, 400, '"version" must be'),
+        ("/admin/models/tiny/pin", [1], 400, "must be a JSON object"),
+        ("/admin/models/tiny/pin", b"{not json", 400, ""),
+        ("/admin/models/tiny/canary", {"version": "1"}, 400, "missing field(s) ['percent']"),
+        ("/admin/models/tiny/canary", {"version": "1", "percent": 0}, 400, "in (0, 100]"),
+        ("/admin/models/tiny/canary", {"version": "1", "percent": 150}, 400, "in (0, 100]"),
+        ("/admin/models/tiny/canary", {"version": "1", "percent": "ten"}, 400, "a number"),
+        ("/admin/models/tiny/canary", {"version": "1", "percent": True}, 400, "a number"),
+        ("/admin/models/tiny/canary", {"version": "2", "percent": 5}, 400, "already live"),
+        ("/admin/models/tiny/shadow", {"version": "2"}, 400, "already live"),
+        ("/admin/models/tiny/promote", None, 400, "no canary or shadow to promote"),
+        ("/admin/models/tiny/promote", {"x": 1}, 400, "unknown field(s) ['x']"),
+        ("/admin/models/tiny/teleport", None, 404, "no route"),
+    ],
+)
+def test_bad_admin_requests_get_a_clear_error_and_change_nothing(
+    admin: httpx.Client, path: str, body: Any, status: int, message: str
+) -> None:
+    if isinstance(body, bytes):
+        r = admin.post(path, content=body, headers={"content-type": "application/json"})
+    elif body is None:
+        r = admin.post(path)
+    else:
+        r = admin.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    state = version_status(admin)
+    assert state["live"] == "2" and state["policy"] is None and state["pinned"] is False
+    assert _healthy(admin) == "2"
+
+
+def test_rollback_with_nothing_to_go_back_to_is_refused(tmp_path: Path) -> None:
+    make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
+    with (
+        serve(tmp_path / "repo", admin=True, auth_token=TOKEN) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client,
+    ):
+        r = client.post("/admin/models/tiny/rollback")
+        assert r.status_code == 400
+        assert "no earlier version to roll back to" in r.json()["error"]
+        assert _healthy(client) == "1"
+
+
+def _cli(server: LiveServer, *args: str, token: str | None = TOKEN) -> Any:
+    extra = ["--url", server.url] + (["--token", token] if token is not None else [])
+    return CliRunner().invoke(app, ["versions", *args, *extra])
+
+
+def test_the_versions_command_drives_the_admin_api(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    with (
+        serve(root, admin=True, auth_token=TOKEN) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client,
+    ):
+        result = _cli(server, "pin", "tiny", "1")
+        assert result.exit_code == 0, result.output
+        assert "tiny: live 1 (pinned)" in result.output
+        make_version(root / "tiny", 2, delay=0.0)
+        wait_for(lambda: len(version_status(client)["versions"]) == 2, "version 2 found")
+
+        result = _cli(server, "list")
+        assert result.exit_code == 0, result.output
+        assert "tiny: live 1 (pinned)" in result.output
+        assert "available" in result.output
+
+        result = _cli(server, "canary", "tiny", "2", "--percent", "25")
+        assert result.exit_code == 0, result.output
+        assert "canary 2 at 25 %" in result.output
+        result = _cli(server, "shadow", "tiny", "2")
+        assert result.exit_code == 0, result.output
+        assert "shadow 2" in result.output
+        client.post("/v2/models/tiny/infer", json=infer_body(x_for(1)))
+        wait_for(lambda: version_status(client)["shadow"]["compared"] == 1, "shadow answer")
+        result = _cli(server, "list", "tiny")
+        assert "shadow: 1 mirrored, agreement 0.0%" in result.output  # other weights
+
+        result = _cli(server, "promote", "tiny")
+        assert result.exit_code == 0, result.output
+        assert "tiny: live 2 (pinned)" in result.output
+        assert _healthy(client) == "2"
+        result = _cli(server, "rollback", "tiny")
+        assert result.exit_code == 0, result.output
+        assert "tiny: live 1 (pinned)" in result.output
+        assert _healthy(client) == "1"
+        result = _cli(server, "unpin", "tiny")
+        assert result.exit_code == 0 and "(pinned)" not in result.output
+
+        result = _cli(server, "list", "--json")
+        assert result.exit_code == 0
+        assert '"live": "1"' in result.output
+
+        # Refusals: exit status 1 and the server's reason.
+        result = _cli(server, "promote", "tiny")
+        assert result.exit_code == 1
+        assert "400: model 'tiny' has no canary or shadow to promote" in result.output
+        result = _cli(server, "list", token="wrong")
+        assert result.exit_code == 1 and "401" in result.output and "--token" in result.output
+        result = _cli(server, "pin", "tiny", "7")
+        assert result.exit_code == 1 and "has no version '7'" in result.output
+
+
+def test_the_versions_command_says_when_admin_is_off_or_the_server_is_down(
+    tmp_path: Path,
+) -> None:
+    make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
+    with serve(tmp_path / "repo") as server:
+        result = _cli(server, "list", token=None)
+    assert result.exit_code == 1
+    assert "the admin API is off on this server" in result.output
+    result = _cli(server, "list")  # stopped now
+    assert result.exit_code == 1 and "cannot reach" in result.output

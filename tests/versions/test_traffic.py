@@ -1,0 +1,141 @@
+"""Canary and shadow on a real server: proportions, isolation of the caller, promotion."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from modelport.server.serve import build_dataplane
+from modelport.settings import Settings
+from modelport.store.hook import attach
+from tests.server.conftest import LiveServer, infer_body, tiny_reference
+from tests.versions.conftest import (
+    AUTH,
+    SHADOW_TINY,
+    TOKEN,
+    fire,
+    make_version,
+    serve,
+    version_status,
+    wait_for,
+    x_for,
+)
+
+
+def _pinned_with_candidate(repository: Path, client: httpx.Client, **kwargs: object) -> None:
+    """Pin version 1, then ship version 2: found, not live."""
+    assert client.post("/admin/models/tiny/pin", json={"version": "1"}).status_code == 200
+    make_version(repository / "tiny", 2, **kwargs)  # type: ignore[arg-type]
+    wait_for(lambda: len(version_status(client)["versions"]) == 2, "version 2 to be found")
+
+
+def test_canary_takes_its_share_within_binomial_tolerance_then_promotes(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    with (
+        serve(root, admin=True, auth_token=TOKEN) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client,
+    ):
+        _pinned_with_candidate(root, client, delay=0.0)
+        r = client.post("/admin/models/tiny/canary", json={"version": "2", "percent": 20})
+        assert r.status_code == 200, r.text
+        assert r.json()["policy"] == {"kind": "canary", "version": "2", "percent": 20.0}
+
+        n, answered = 1000, {"1": 0, "2": 0}
+        for x, r in fire(server.url, n, headers=AUTH):
+            assert r.status_code == 200, r.text
+            version = r.json()["model_version"]
+            answered[version] += 1
+            y = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
+            np.testing.assert_allclose(y, tiny_reference(x, seed=int(version)), atol=1e-5)
+        sigma = math.sqrt(n * 0.2 * 0.8)
+        assert abs(answered["2"] - 0.2 * n) <= 4 * sigma, answered
+        # Naming a version bypasses the canary.
+        r = client.post("/v2/models/tiny/versions/1/infer", json=infer_body(x_for(0)))
+        assert r.json()["model_version"] == "1"
+        metrics = client.get("/metrics").text
+        assert 'modelport_canary_percent{model="tiny",version="2"} 20.0' in metrics
+
+        r = client.post("/admin/models/tiny/promote")
+        assert r.status_code == 200, r.text
+        assert r.json()["live"] == "2" and r.json()["policy"] is None
+        versions = {r.json()["model_version"] for _, r in fire(server.url, 100, headers=AUTH)}
+        assert versions == {"2"}
+        assert client.get("/v2/models/tiny/versions/1/ready").status_code == 404
+
+
+def test_shadow_sees_every_request_and_never_reaches_the_caller(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    db = tmp_path / "log.db"
+    settings = Settings(
+        model_path=root,
+        grpc_port=None,
+        admin=True,
+        auth_token=TOKEN,
+        watch_interval=0.1,
+    )
+    dataplane = build_dataplane(settings)
+    prediction_log = attach(dataplane, str(db))
+    try:
+        with (
+            LiveServer(dataplane, settings) as server,
+            httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as client,
+        ):
+            # The shadow: version 1's weights, 20 ms a call, raising on any 13.
+            _pinned_with_candidate(root, client, seed=1, model_py=SHADOW_TINY)
+            r = client.post("/admin/models/tiny/shadow", json={"version": "2"})
+            assert r.status_code == 200, r.text
+            assert r.json()["policy"] == {"kind": "shadow", "version": "2"}
+
+            n, unlucky, ids = 120, 0, []
+            for i in range(n):
+                x = np.full((2, 4), 13.0, dtype=np.float32) if i % 10 == 3 else x_for(i)
+                unlucky += i % 10 == 3
+                r = client.post("/v2/models/tiny/infer", json=infer_body(x, id=f"req-{i}"))
+                assert r.status_code == 200, r.text  # the shadow's failures never show
+                assert r.json()["model_version"] == "1"
+                y = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
+                np.testing.assert_allclose(y, tiny_reference(x, seed=1), atol=1e-5)
+                ids.append(r.json()["id"])
+
+            def settled() -> bool:
+                s = version_status(client)["shadow"]
+                return bool(s["compared"] + s["errors"] == n)
+
+            wait_for(settled, "the shadow to answer every mirrored request")
+            shadow = version_status(client)["shadow"]
+            metrics = client.get("/metrics").text
+            r = client.post("/admin/models/tiny/clear")
+            assert r.status_code == 200 and r.json()["shadow"] is None
+            assert client.get("/v2/models/tiny/versions/2/ready").status_code == 404
+    finally:
+        prediction_log.close()
+
+    assert shadow["mirrored"] == n and shadow["dropped"] == 0
+    assert shadow["errors"] == unlucky
+    assert shadow["compared"] == n - unlucky
+    assert shadow["agreement"] == 1.0  # same weights: every compared answer agrees
+    assert shadow["mean_ms"] is not None and shadow["primary_mean_ms"] is not None
+    assert 'modelport_shadow_agreement_ratio{model="tiny",version="2"} 1.0' in metrics
+    errors = 'modelport_shadow_requests_total{model="tiny",outcome="error",version="2"}'
+    assert f"{errors} {float(unlucky)}" in metrics
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT request_id, version, status, metadata FROM modelport_predictions "
+            "WHERE model = 'tiny'"
+        ).fetchall()
+    primary = {r[0] for r in rows if r[1] == "1"}
+    shadows = [r for r in rows if r[1] == "2"]
+    assert primary == set(ids)
+    assert {r[0] for r in shadows} == set(ids)  # the candidate saw every request
+    meta = [json.loads(r[3]) for r in shadows]
+    assert all(m["shadow"] is True and m["primary_version"] == "1" for m in meta)
+    assert sum(m["agrees"] is True for m in meta) == n - unlucky
+    assert sum(r[2] != "ok" for r in shadows) == unlucky
