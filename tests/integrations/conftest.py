@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +15,7 @@ import pytest
 import modelport
 
 ROWS = 103  # not a multiple of any batch or partition size, so remainders are exercised
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 
 
 def engine(module: str, marker: str) -> ModuleType:
@@ -107,3 +110,34 @@ def assert_rows_equal(got: np.ndarray, want: np.ndarray) -> None:
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"row {i}")
         else:
             np.testing.assert_array_equal(g, w, err_msg=f"row {i}")
+
+
+def write_rows(path: Path, features: np.ndarray) -> Path:
+    """``features`` as a Parquet file: ``id`` (INT64), then ``f0``.. (FP32)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"id": np.arange(len(features), dtype=np.int64)}
+    columns |= {f"f{i}": features[:, i] for i in range(features.shape[1])}
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def run_example(script: str, *args: str | Path) -> None:
+    """Run ``examples/pipelines/<script>`` with this interpreter; fail with its stderr."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
+
+
+def read_predictions(path: Path | str, column: str = "y") -> np.ndarray:
+    """The ``column`` of every Parquet file under ``path`` (or matching it), ordered by ``id``."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(path), format="parquet").to_table(columns=["id", column])
+    order = np.argsort(table.column("id").to_numpy())
+    return np.array(table.column(column).to_pylist(), dtype=np.float32)[order]

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 import modelport
-from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
+from tests.integrations.conftest import (
+    ROWS,
+    assert_batched,
+    assert_rows_equal,
+    engine,
+    read_predictions,
+    run_example,
+    write_rows,
+)
 
 pytestmark = pytest.mark.beam
 
@@ -150,6 +158,11 @@ def test_batching_hints_and_pickling(tiny_onnx: Path, tmp_path: Path) -> None:
     assert ModelportModelHandler(tiny_onnx, max_batch_size=3).batch_elements_kwargs() == {
         "max_batch_size": 3
     }
+    assert not handler.share_model_across_processes()
+    shared = ModelportModelHandler(tiny_onnx, model_copies=2)
+    assert shared.share_model_across_processes()
+    assert shared.model_copies() == 2
+    assert ModelportModelHandler(tiny_onnx, large_model=True).share_model_across_processes()
     clone = pickle.loads(pickle.dumps(handler))
     assert clone.spec == handler.spec
     model = clone.load_model()
@@ -202,3 +215,13 @@ def test_run_inference_batches_up_to_max_batch_size(
         testing.assert_that(results, _keyed_matcher(features.sum(axis=1)))
     # BatchElements grows its batches adaptively, so not every run reaches the limit.
     assert_batched(log, ROWS, 10, full=False)
+
+
+def test_the_example_script(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray, tmp_path: Path
+) -> None:
+    rows = write_rows(tmp_path / "rows.parquet", features)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_example("beam_parquet.py", tiny_onnx, rows, out / "predictions", "--columns", "f0,f1,f2,f3")
+    assert_rows_equal(read_predictions(out), expected_y)

@@ -12,7 +12,15 @@ import pytest
 
 import modelport
 from modelport.integrations import cache_info, clear_cache
-from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
+from tests.integrations.conftest import (
+    ROWS,
+    assert_batched,
+    assert_rows_equal,
+    engine,
+    read_predictions,
+    run_example,
+    write_rows,
+)
 
 pytestmark = pytest.mark.dask
 
@@ -149,3 +157,12 @@ def test_partitions_are_predicted_in_batches(
     )
     assert_rows_equal(out.compute().sort_values("id")["y"].to_numpy(), features.sum(axis=1))
     assert_batched(log, ROWS, 10)
+
+
+def test_the_example_script(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray, tmp_path: Path
+) -> None:
+    rows = write_rows(tmp_path / "rows.parquet", features)
+    out = tmp_path / "out"
+    run_example("dask_parquet.py", tiny_onnx, rows, out, "--columns", "f0,f1,f2,f3")
+    assert_rows_equal(read_predictions(out), expected_y)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 import modelport
-from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
+from tests.integrations.conftest import (
+    ROWS,
+    assert_batched,
+    assert_rows_equal,
+    engine,
+    run_example,
+)
 
 pytestmark = pytest.mark.flink
 
@@ -133,3 +139,22 @@ def test_the_udf_predicts_batches_within_a_bundle(
     rows = _collect(t_env, out)
     assert_rows_equal(np.array([r["y"] for r in rows], np.float32), features.sum(axis=1))
     assert_batched(log, ROWS, 10)
+
+
+def test_the_example_script(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray, tmp_path: Path
+) -> None:
+    rows = tmp_path / "rows.csv"
+    lines = [",".join([str(i), *(repr(float(v)) for v in r)]) for i, r in enumerate(features)]
+    rows.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run_example("flink_csv.py", tiny_onnx, rows, out, "--columns", "f0,f1,f2,f3")
+    written = [
+        ln for f in sorted(out.rglob("*")) if f.is_file() for ln in f.read_text().split("\n")
+    ]
+    predicted = {}
+    for line in filter(None, written):
+        key, text = line.split(",", 1)
+        predicted[int(key)] = [float(v) for v in text.strip('"[]').split(",")]
+    assert sorted(predicted) == list(range(ROWS))
+    assert_rows_equal(np.array([predicted[i] for i in range(ROWS)], np.float32), expected_y)

@@ -11,7 +11,15 @@ import pytest
 
 import modelport
 from modelport.integrations import cache_info
-from tests.integrations.conftest import ROWS, assert_batched, assert_rows_equal, engine
+from tests.integrations.conftest import (
+    ROWS,
+    assert_batched,
+    assert_rows_equal,
+    engine,
+    read_predictions,
+    run_example,
+    write_rows,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -128,3 +136,12 @@ def test_batches_follow_batch_size(
     rows = sorted(out.take_all(), key=lambda r: r["id"])
     assert_rows_equal(np.array([r["y"] for r in rows]), features.sum(axis=1))
     assert_batched(log, ROWS, 10)
+
+
+def test_the_example_script(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray, tmp_path: Path
+) -> None:
+    rows = write_rows(tmp_path / "rows.parquet", features)
+    out = tmp_path / "out"
+    run_example("ray_parquet.py", tiny_onnx, rows, out, "--columns", "f0,f1,f2,f3")
+    assert_rows_equal(read_predictions(out), expected_y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -172,3 +173,15 @@ def test_bad_compressed_bodies(client: httpx.Client) -> None:
     _check(client.post(url, content=bomb, headers={"content-encoding": "gzip"}), 413,
            "decompressed request body exceeds")  # fmt: skip
     assert_healthy(client)
+
+
+def test_chunked_upload_past_the_limit_is_413(server: LiveServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b" " * 10_000  # 300 kB in all, no Content-Length; the limit is 256 KiB
+
+    with httpx.Client(base_url=server.url) as client:
+        r = client.post("/v2/models/tiny/infer", content=chunks())
+        _check(r, 413, "exceeds the limit of 262144 bytes")
+    with httpx.Client(base_url=server.url) as fresh:
+        assert_healthy(fresh)

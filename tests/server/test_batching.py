@@ -164,6 +164,33 @@ def test_timeout_and_shapes_that_cannot_merge() -> None:
     assert fn.calls == [1, 1]  # the timed-out request never ran; the (1, 3) one ran alone
 
 
+def test_a_model_that_cannot_batch_gets_one_request_at_a_time() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+
+    def total(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        gate.wait(30)
+        calls.append(len(inputs["x"]))
+        return {"sum": np.array([inputs["x"].sum()])}  # one row, whatever the batch
+
+    async def main() -> tuple[list[dict[str, np.ndarray]], int]:
+        batcher = Batcher(total, name="m", max_batch_size=8)
+        tasks = [asyncio.create_task(batcher.submit(rows([0]), 1))]
+        while not batcher.busy or batcher.depth:
+            await asyncio.sleep(0.001)
+        tasks += [asyncio.create_task(batcher.submit(rows([i]), 1)) for i in range(1, 6)]
+        while batcher.depth < 5:
+            await asyncio.sleep(0.001)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await batcher.close()
+        return results, batcher.max_batch_size
+
+    results, max_batch_size = run(main())
+    assert [r["sum"].item() for r in results] == [0, 1, 2, 3, 4, 5]
+    assert calls == [1, 5, 1, 1, 1, 1, 1] and max_batch_size == 1
+
+
 # -- through the server ----------------------------------------------------------------------
 
 

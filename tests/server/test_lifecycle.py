@@ -126,3 +126,18 @@ def test_repository_layouts(tmp_path: Path) -> None:
     assert sorted((m.name, m.version) for m in discover(repo)) == [("a", "1"), ("b", "7")]
     with pytest.raises(ConfigError, match="no models found"):
         discover(repo / "notes")
+
+
+def test_readiness_is_false_while_draining_but_requests_still_answer() -> None:
+    model = Gated(config=ModelConfig(name="gated"))
+    model.gate.set()
+    dataplane = DataPlane([model])
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+    with (
+        LiveServer(dataplane, Settings(grpc_port=None)) as live,
+        httpx.Client(base_url=live.url) as client,
+    ):
+        dataplane.draining = True  # what SIGTERM does first (server/serve.py)
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/v2/models/gated/ready").json()["ready"] is False
+        assert client.post("/v2/models/gated/infer", json=body).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,8 @@ import pytest
 
 from modelport.errors import ConfigError
 from modelport.settings import Settings
-from tests.server.conftest import free_socket, slow_model, tiny_reference
+from tests.builders import onnx_mlp
+from tests.server.conftest import TINY, free_socket, tiny_reference, write
 
 MODELPORT = [sys.executable, "-c", "from modelport.cli import main; main()"]
 
@@ -66,8 +68,32 @@ def serving(
         proc.communicate(timeout=30)
 
 
+GATED = '''
+import time
+from pathlib import Path
+
+from modelport import Model
+
+
+class Gated(Model):
+    """The ONNX MLP beside this file; each call waits until a file named 'open' exists."""
+
+    def predict(self, inputs):
+        gate = Path(__file__).with_name("open")
+        for _ in range(6000):  # at most 60 s
+            if gate.exists():
+                break
+            time.sleep(0.01)
+        return super().predict(inputs)
+'''
+
+
 def test_sigterm_answers_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
-    model = slow_model(tmp_path / "slow", 0.3, "{max_batch_size: 1}")
+    model = tmp_path / "gated"
+    model.mkdir()
+    onnx_mlp(model / "model.onnx", TINY, seed=0)
+    write(model / "model.py", GATED)
+    write(model / "modelport.yaml", "batching: {max_batch_size: 1}\nwarmup: {enabled: false}\n")
     xs = [np.full((1, 4), i, np.float32) for i in range(5)]
     results: list[Any] = [None] * len(xs)
 
@@ -75,7 +101,7 @@ def test_sigterm_answers_in_flight_requests_then_exits_0(tmp_path: Path) -> None
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4],
                             "data": xs[i].ravel().tolist()}]}  # fmt: skip
         try:
-            results[i] = httpx.post(f"{url}/v2/models/slow/infer", json=body, timeout=60)
+            results[i] = httpx.post(f"{url}/v2/models/gated/infer", json=body, timeout=60)
         except httpx.HTTPError as exc:
             results[i] = exc
 
@@ -84,8 +110,8 @@ def test_sigterm_answers_in_flight_requests_then_exits_0(tmp_path: Path) -> None
         for t in threads:
             t.start()
         with httpx.Client(base_url=url) as client:
-            # Wait until all five are inside the server (queued or running).
-            for _ in range(400):
+            # Wait until all five are inside the server: one held at the gate, four queued.
+            for _ in range(1500):
                 text = client.get("/metrics").text
                 match = re.search(r'modelport_requests_in_flight{protocol="rest"} (\S+)', text)
                 if match and float(match.group(1)) >= len(xs) + 1:  # + this scrape
@@ -94,6 +120,17 @@ def test_sigterm_answers_in_flight_requests_then_exits_0(tmp_path: Path) -> None
             else:
                 raise AssertionError("requests never got in flight")
         proc.send_signal(signal.SIGTERM)
+        # The server stops listening first; only then is the model let through.
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(1500):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                break
+            threading.Event().wait(0.02)
+        else:
+            raise AssertionError("the server kept listening after SIGTERM")
+        (model / "open").touch()
         for t in threads:
             t.join(60)
         returncode = proc.wait(timeout=60)
@@ -188,3 +225,17 @@ def test_settings_precedence_and_validation(tmp_path: Path) -> None:
         Settings.load(config_file=file)
     with pytest.raises(ConfigError, match="log_level"):
         Settings.load({"log_level": "loud"})
+
+
+def test_port_in_use_is_a_clear_error(tiny_onnx: Path) -> None:
+    with free_socket() as taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*MODELPORT, "serve", str(tiny_onnx), "--http-port", str(port), "--grpc-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in result.stderr

@@ -143,6 +143,18 @@ def test_drift_against_a_reference(
     assert window_psi == pytest.approx(psi(ref["x[0]"], logged["x[0]"][:10]))
 
 
+def test_drift_of_outputs(known: tuple[str, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    url, _ = known
+    ref = {"probs[1]": np.random.default_rng(5).uniform(size=300)}
+    report = make_report(url, tmp_path, reference=ref)
+    (drift,) = report.drift
+    # Requests 10-13 failed: no outputs. The others said class k % 3 with probability 0.85.
+    said = [0.85 if k % 3 == 1 else 0.05 for k in range(36) if not 10 <= k <= 13]
+    assert (drift.feature, drift.kind, drift.n_current) == ("probs[1]", "output", 32)
+    assert drift.psi == pytest.approx(psi(ref["probs[1]"], np.asarray(said)))
+    assert drift.ks == pytest.approx(stats.ks_2samp(ref["probs[1]"], said).statistic)
+
+
 def test_regression_metrics(sqlite_url: str, tmp_path: Path) -> None:
     truths, preds = [1.0, 2.0, 4.0], [1.5, 2.0, 1.0]
     with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s") as log:

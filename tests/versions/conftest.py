@@ -52,6 +52,25 @@ class Broken(Model):
         raise RuntimeError("this version is broken")
 """
 
+# The plain-JSON path with a preprocess that takes a while off the event loop: a swap must
+# wait for requests inside it before closing the old version.
+PREPROCESS_TINY = """
+import time
+
+import numpy as np
+from modelport import Model
+
+
+class JsonTiny(Model):
+    def preprocess(self, payload):
+        time.sleep(0.05)
+        return {{"x": np.asarray(payload["x"], dtype=np.float32)}}
+
+    def predict(self, inputs):
+        time.sleep({delay})
+        return super().predict(inputs)
+"""
+
 # The shadow: the same weights as version 1, slow, and raising on any row holding 13.
 SHADOW_TINY = """
 import time
@@ -148,8 +167,8 @@ class Load:
     failures: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     retry_after: list[str | None] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)
-    """The answering version of each successful request, in completion order."""
+    timeline: list[tuple[float, float, str]] = field(default_factory=list)
+    """(sent, answered, version) of each successful request, monotonic seconds."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -169,6 +188,12 @@ class Load:
     def total(self) -> int:
         return sum(self.statuses.values())
 
+    def sent_after_answered(self, old: str, new: str) -> list[tuple[float, float, str]]:
+        """Requests answered by ``old`` though sent after ``new`` had answered one: none, if
+        the switch from ``old`` to ``new`` is one step."""
+        first_new = min(answered for _, answered, v in self.timeline if v == new)
+        return [t for t in self.timeline if t[2] == old and t[0] > first_new]
+
     def wait_more(self, n: int) -> None:
         target = self.total + n
         wait_for(lambda: self.total >= target, f"{n} more requests")
@@ -182,6 +207,7 @@ class Load:
         while not self._stop.is_set():
             x = x_for(i)
             i += self.concurrency
+            sent = time.monotonic()
             try:
                 r = await client.post("/v2/models/tiny/infer", json=infer_body(x))
             except httpx.HTTPError as exc:
@@ -196,7 +222,7 @@ class Load:
             body = r.json()
             version = body["model_version"]
             self.versions[version] += 1
-            self.order.append(version)
+            self.timeline.append((sent, time.monotonic(), version))
             y = np.asarray(body["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
             if not np.allclose(y, tiny_reference(x, seed=int(version)), rtol=1e-5, atol=1e-5):
                 self.wrong.append(f"answer labelled version {version} is not version {version}'s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from modelport.cli import app, main
 from modelport.errors import ConfigError
 from modelport.settings import Settings
 from tests.server.conftest import LiveServer, infer_body
+from tests.server.test_serve import serving
 from tests.versions.conftest import (
     AUTH,
     TOKEN,
@@ -63,6 +65,7 @@ def test_the_admin_api_is_off_by_default(tmp_path: Path) -> None:
             r = client.request(method, path, json={"version": "1"})
             assert r.status_code == 404, (path, r.text)
             assert "no route" in r.json()["error"]
+        assert not any(p.startswith("/admin") for p in client.get("/openapi.json").json()["paths"])
         assert _healthy(client) == "1"
 
 
@@ -92,6 +95,8 @@ def test_the_admin_api_requires_the_token(admin_server: LiveServer) -> None:
         (model,) = r.json()["models"]
         assert model["name"] == "tiny" and model["live"] == "2"
         assert model["history"] == ["1"] and model["pinned"] is False
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/admin/models/{name}/rollback" in paths
 
 
 @pytest.mark.parametrize(
@@ -213,3 +218,29 @@ def test_the_versions_command_says_when_admin_is_off_or_the_server_is_down(
     assert "the admin API is off on this server" in result.output
     result = _cli(server, "list")  # stopped now
     assert result.exit_code == 1 and "cannot reach" in result.output
+
+
+def test_modelport_serve_watches_swaps_and_stops_cleanly(tmp_path: Path) -> None:
+    """The real command: flags reach the watcher, the swap policy and the admin API."""
+    root = tmp_path / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    args = [str(root), "--admin", "--auth-token", TOKEN, "--watch-interval", "0.1"]
+    with serving([*args, "--swap-policy", "swap_in_place"]) as (proc, url):
+        with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
+            assert client.get("/admin/models/tiny").json()["swap_policy"] == "swap_in_place"
+            make_version(root / "tiny", 2, delay=0.0)
+            wait_for(lambda: version_status(client)["live"] == "2", "version 2 to go live")
+            assert _healthy(client) == "2"
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=60)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    assert returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert '"message":"new version found"' in stderr and '"version":"2"' in stderr
+    with serving([str(root), "--no-watch"]) as (proc, url):
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/admin/models").status_code == 404  # admin off by default
+            make_version(root / "tiny", 3, delay=0.0)
+            assert _healthy(client) == "2"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -112,3 +112,26 @@ def test_a_broken_candidate_is_refused_with_its_reason(repository: Path) -> None
         for _ in range(20):  # nothing of version 2 reaches callers
             r = client.post("/v2/models/tiny/infer", json=infer_body(x_for(0)))
             assert r.status_code == 200 and r.json()["model_version"] == "1"
+
+
+def test_swap_in_place_brings_the_old_version_back_when_the_new_one_fails(
+    repository: Path,
+) -> None:
+    with (
+        serve(repository, swap_policy="swap_in_place") as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        with Load(server.url) as load:
+            _fails_warm_up(repository / "tiny")
+            wait_for(lambda: version_status(client)["failures"] == 1, "version 2 to fail")
+            wait_for(lambda: version_status(client)["live"] == "1", "version 1 to be back")
+            wait_for(lambda: client.get("/v2/models/tiny/ready").status_code == 200, "readiness")
+            load.wait_more(50)
+        status = version_status(client)
+    assert load.failures == [] and load.wrong == []
+    assert load.statuses.keys() <= {200, 503}  # 503 + Retry-After only in the gaps
+    assert all(v is not None for v in load.retry_after)
+    assert load.versions.keys() == {"1"}
+    assert status["live"] == "1" and status["swaps"] == 0
+    states = {v["version"]: v["state"] for v in status["versions"]}
+    assert states == {"1": "ready", "2": "failed"}

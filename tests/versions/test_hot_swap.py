@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.server.conftest import infer_body
+from tests.server.conftest import infer_body, tiny_reference
 from tests.versions.conftest import (
     AUTH,
+    PREPROCESS_TINY,
     TOKEN,
     Load,
     make_version,
@@ -46,9 +50,8 @@ def test_a_new_version_directory_goes_live_under_load_with_no_failed_request(
     assert load.statuses.keys() == {200}, load.statuses
     assert load.wrong == []  # every answer is the version it names, computed whole by it
     assert load.versions["1"] > 0 and load.versions["2"] >= 100
-    # Once version 2 answers, version 1 never answers again: the switch is one step.
-    first_new = load.order.index("2")
-    assert "1" not in load.order[first_new + 1 :]
+    # Once version 2 has answered, version 1 takes no new request: the switch is one step.
+    assert load.sent_after_answered("1", "2") == []
     assert old.status_code == 404  # drained, then unloaded
     assert status["live"] == "2" and status["history"] == ["1"]
     assert {r["version"]: r["state"] for r in status["versions"]} == {
@@ -73,6 +76,7 @@ def test_rollback_under_load_reloads_the_previous_version_with_no_failed_request
             wait_for(lambda: version_status(client)["live"] == "3", "version 3 to go live")
             load.wait_more(50)
             r = client.post("/admin/models/tiny/rollback")
+            rolled_back = time.monotonic()
             assert r.status_code == 200, r.text
             assert r.json()["live"] == "2" and r.json()["pinned"] is True
             load.wait_more(100)
@@ -96,9 +100,10 @@ def test_rollback_under_load_reloads_the_previous_version_with_no_failed_request
     assert "4" not in load.versions
     states = {r["version"]: r["state"] for r in status["versions"]}
     assert states["1"] == "ready" and states["4"] == "available"
-    last_three = load.order.index("3")
-    after_rollback = load.order[last_three:]
-    assert after_rollback[-1] == "1"
+    # Once the rollback has answered, version 3 takes no new request.
+    assert [t for t in load.timeline if t[2] == "3" and t[0] > rolled_back] == []
+    assert load.sent_after_answered("2", "1") == []
+    assert load.timeline[-1][2] == "1"
 
 
 @pytest.mark.parametrize("policy", ["double_buffer", "swap_in_place"])
@@ -161,3 +166,51 @@ def test_a_new_model_directory_is_served_once_loaded(repository: Path) -> None:
 
 def _body() -> dict[str, object]:
     return infer_body(x_for(0))
+
+
+def test_a_swap_waits_for_requests_still_in_preprocess(repository: Path) -> None:
+    """Plain-JSON requests spend time in ``preprocess`` before they reach the batcher."""
+    root = repository.parent / "json-repo"
+    make_version(root / "tiny", 1, model_py=PREPROCESS_TINY)
+    answers: list[tuple[int, np.ndarray]] = []
+    statuses: list[int] = []
+
+    async def worker(client: httpx.AsyncClient, k: int, stop: asyncio.Event) -> None:
+        i = k
+        while not stop.is_set():
+            x = x_for(i)
+            r = await client.post("/v2/models/tiny/predict", json={"x": x.tolist()})
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                answers.append((i, np.asarray(r.json()["y"], dtype=np.float32)))
+            i += 8
+
+    async def drive(url: str, client: httpx.Client) -> None:
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=url, timeout=60) as ac:
+            tasks = [asyncio.create_task(worker(ac, k, stop)) for k in range(8)]
+            while len(statuses) < 30:
+                await asyncio.sleep(0.01)
+            make_version(root / "tiny", 2, model_py=PREPROCESS_TINY)
+            while (await ac.get("/v2/models/tiny")).json()["version_status"]["live"] != "2":
+                await asyncio.sleep(0.05)
+            target = len(statuses) + 100
+            while len(statuses) < target:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    with serve(root) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        asyncio.run(drive(server.url, client))
+
+    assert set(statuses) == {200}
+    seen = set()
+    for i, y in answers:  # each answer is wholly version 1's or wholly version 2's
+        x = x_for(i)
+        for version in (1, 2):
+            if np.allclose(y, tiny_reference(x, seed=version), atol=1e-5):
+                seen.add(version)
+                break
+        else:
+            raise AssertionError(f"answer {i} is neither version's")
+    assert seen == {1, 2}

@@ -47,15 +47,18 @@ class ModelportModelHandler(_ModelHandler):  # type: ignore[misc]
         model_copies: int | None = None,
         **options: Any,
     ) -> None:
+        # Older Beam's ModelHandler.__init__ takes no batching arguments: keep them here.
+        super().__init__()
         self._spec = ModelSpec.of(source, **options)
-        super().__init__(
-            min_batch_size=min_batch_size,
-            max_batch_size=max_batch_size or self._spec.batch_size(),
-            max_batch_duration_secs=max_batch_duration_secs,
-            large_model=large_model,
-            model_copies=model_copies,
-        )
         self._output = output
+        batching = {
+            "min_batch_size": min_batch_size,
+            "max_batch_size": max_batch_size or self._spec.batch_size(),
+            "max_batch_duration_secs": max_batch_duration_secs,
+        }
+        self._batching = {k: v for k, v in batching.items() if v is not None}
+        self._large_model = large_model
+        self._copies = model_copies
 
     @property
     def spec(self) -> ModelSpec:
@@ -93,6 +96,18 @@ class ModelportModelHandler(_ModelHandler):  # type: ignore[misc]
             )
             for example, row in zip(batch, rows)
         ]
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``beam.BatchElements``: the batch size limits."""
+        return dict(self._batching)
+
+    def share_model_across_processes(self) -> bool:
+        """One model per machine instead of per process (``large_model`` or ``model_copies``)."""
+        return self._large_model or self._copies is not None
+
+    def model_copies(self) -> int:
+        """How many copies a machine holds when the model is shared across processes."""
+        return self._copies or 1
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
         """modelport models take no per-call arguments."""

@@ -15,12 +15,14 @@ When to run:
 
 The queue holds at most ``max_queue_size`` requests; past that ``submit`` raises
 :class:`OverloadedError` at once. When a batched call raises, the batch is split in halves
-and retried, so only the failing request(s) get the error.
+and retried, so only the failing request(s) get the error. A model whose batched call does
+not return one output row per input row cannot batch: its requests then run one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -33,6 +35,8 @@ import numpy as np
 from ..errors import DeadlineExceededError, ModelportError, OverloadedError, PredictionError
 
 __all__ = ["BatchFn", "Batcher", "Outputs"]
+
+log = logging.getLogger("modelport.runtime")
 
 Outputs = dict[str, np.ndarray]
 BatchFn = Callable[[dict[str, np.ndarray]], Outputs]
@@ -228,6 +232,11 @@ class Batcher:
         try:
             outputs = self._fn(joined)
             _check_rows(outputs, total, self.name)
+        except _RowMismatch as exc:
+            # The model answers one request at a time: stop batching for it, and say so.
+            log.warning("%s; dynamic batching is now off for this model", exc)
+            self.max_batch_size = 1
+            return [result for item in batch for result in self._run([item])]
         except Exception:
             # Isolate the failing request(s): retry each half on its own.
             mid = len(batch) // 2
@@ -241,10 +250,14 @@ class Batcher:
         return results
 
 
+class _RowMismatch(PredictionError):
+    """A batched call did not return one output row per input row."""
+
+
 def _check_rows(outputs: Outputs, rows: int, name: str) -> None:
     for key, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != rows:
-            raise PredictionError(
+            raise _RowMismatch(
                 f"model {name!r} returned output {key!r} with shape {list(array.shape)} for a "
                 f"batch of {rows} rows; a model that cannot batch needs max_batch_size: 1"
             )

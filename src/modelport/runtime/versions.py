@@ -41,7 +41,7 @@ from .traffic import Canary, Policy, Shadow, ShadowMirror, percent
 if TYPE_CHECKING:
     from .dataplane import DataPlane
 
-__all__ = ["SWAP_POLICIES", "ModelFactory", "VersionManager", "Watcher"]
+__all__ = ["SWAP_POLICIES", "ModelFactory", "ModelVersions", "VersionManager", "Watcher"]
 
 log = logging.getLogger("modelport.runtime")
 
@@ -60,7 +60,9 @@ class Watcher(Protocol):
 
 
 @dataclass
-class _Model:
+class ModelVersions:
+    """One model's version state (read it; change it through :class:`VersionManager`)."""
+
     name: str
     live: str
     pinned: bool = False
@@ -87,7 +89,7 @@ class VersionManager:
         self.swap_policy = "double_buffer"
         self.drain_timeout = 30.0
         self.watcher: Watcher | None = None
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelVersions] = {}
         self._rng = random.Random()
         self._started = False
         self.listeners: list[Callable[[ModelRunner, bool], None]] = []
@@ -133,11 +135,11 @@ class VersionManager:
             if track.mirror is not None:
                 await track.mirror.close(timeout=self.drain_timeout)
 
-    def _track(self, name: str) -> _Model:
+    def _track(self, name: str) -> ModelVersions:
         track = self._models.get(name)
         if track is None:
             runner = self._registry.get(name)
-            track = self._models[name] = _Model(name, runner.version)
+            track = self._models[name] = ModelVersions(name, runner.version)
             self._registry.live[name] = runner.version
             for version in self._registry.versions(name):
                 track.factories[version] = fresh(self._registry.get(name, version).model)
@@ -220,20 +222,20 @@ class VersionManager:
                 await self._unload(self._registry.remove(name, version))
 
     async def _add_model(self, name: str, version: str, factory: ModelFactory) -> None:
-        track = self._models.setdefault(name, _Model(name, ""))
+        track = self._models.setdefault(name, ModelVersions(name, ""))
         async with track.lock:
             track.factories[version] = factory
             track.failures.pop(version, None)
             try:
-                runner = await self._load(track, version, factory)
+                runner = await self._load_version(track, version)
             except ArtifactError:
-                return  # recorded, logged and counted in _load
+                return  # recorded, logged and counted
             self._activate(track, runner)
             track.swaps += 1
 
     # -- admin operations ---------------------------------------------------------------------
 
-    def _get(self, name: str) -> _Model:
+    def _get(self, name: str) -> ModelVersions:
         if name not in self._models:
             self._registry.get(name)  # raises ModelNotFoundError naming the served models
             self._track(name)
@@ -331,19 +333,19 @@ class VersionManager:
             track.policy = policy
             log.info("traffic policy set", extra={"model": name, **policy.to_dict()})
 
-    async def _clear(self, track: _Model) -> None:
+    async def _clear(self, track: ModelVersions) -> None:
         policy = track.policy
         await self._stop_mirror(track)
         track.policy = None
         if policy is not None and policy.version in self._registry.versions(track.name):
             await self._unload(self._registry.remove(track.name, policy.version))
 
-    async def _stop_mirror(self, track: _Model) -> None:
+    async def _stop_mirror(self, track: ModelVersions) -> None:
         if track.mirror is not None:
             mirror, track.mirror = track.mirror, None
             await mirror.close(timeout=self.drain_timeout)
 
-    def _check_version(self, track: _Model, version: str) -> None:
+    def _check_version(self, track: ModelVersions, version: str) -> None:
         if version not in track.factories and version not in self._registry.versions(track.name):
             known = sorted(set(track.factories) | set(track.failures), key=version_key)
             raise ModelNotFoundError(
@@ -352,7 +354,7 @@ class VersionManager:
 
     # -- swaps --------------------------------------------------------------------------------
 
-    async def _switch(self, track: _Model, version: str) -> None:
+    async def _switch(self, track: ModelVersions, version: str) -> None:
         """Make ``version`` live under the memory policy; the caller holds ``track.lock``."""
         name = track.name
         loaded = version in self._registry.versions(name)
@@ -369,38 +371,24 @@ class VersionManager:
         await self._swap_in_place(track, version)
         track.swaps += 1
 
-    async def _swap_in_place(self, track: _Model, version: str) -> None:
-        name, previous = track.name, track.live
-        factory = track.factories.get(version)
-        if factory is None:
-            self._check_version(track, version)
-            raise ArtifactError(f"model {name!r} version {version} cannot be reloaded")
-        samples = list(track.samples)
-        try:
-            model = await asyncio.to_thread(factory)
-        except Exception as exc:
-            raise self._failed(track, version, "resolve", exc) from exc
-        runner = self._dp.make_runner(model)  # LOADING: requests get 503 + Retry-After
-        old = self._activate(track, runner)
+    async def _swap_in_place(self, track: ModelVersions, version: str) -> None:
+        previous, samples = track.live, list(track.samples)
+        runner = await self._resolve(track, version)
+        old = self._activate(track, runner)  # LOADING: requests get 503 + Retry-After
         if old is not None:
             await self._unload(old)
         del old  # nothing may keep the old model alive while the new one loads
         try:
-            await asyncio.to_thread(prepare, runner, samples)
-        except StageError as exc:
-            runner.state, runner.error = ModelState.FAILED, str(exc.error)
-            self._registry.remove(name, version)
-            self._changed(runner, False)
-            await runner.close()
-            error = self._failed(track, version, exc.stage, exc.error)
+            await self._warm(track, runner, samples)
+        except ArtifactError:
+            # Put the previous version back, the same way (a second gap).
             track.history = track.history[:-1]
-            track.live = ""
-            self._activate(track, await self._load_version(track, previous))
-            raise error from exc.error
-        runner.state = ModelState.READY
-        log.info("version live", extra={"model": name, "version": version})
+            restored = await self._resolve(track, previous)
+            self._activate(track, restored)
+            await self._warm(track, restored, samples)
+            raise
 
-    def _activate(self, track: _Model, runner: ModelRunner) -> ModelRunner | None:
+    def _activate(self, track: ModelVersions, runner: ModelRunner) -> ModelRunner | None:
         """Switch live to ``runner`` in one step; return the old live runner, unregistered."""
         name = track.name
         versions = self._registry.versions(name)
@@ -433,38 +421,53 @@ class VersionManager:
         self._changed(runner, False)
         log.info("version unloaded", extra={"model": runner.name, "version": runner.version})
 
-    async def _load_version(self, track: _Model, version: str) -> ModelRunner:
+    async def _load_version(self, track: ModelVersions, version: str) -> ModelRunner:
+        """Resolve, load and warm up ``version`` beside the live one; READY, or raises."""
+        track.loading.add(version)
+        try:
+            runner = await self._resolve(track, version)
+            await self._warm(track, runner, list(track.samples))
+        finally:
+            track.loading.discard(version)
+        return runner
+
+    async def _resolve(self, track: ModelVersions, version: str) -> ModelRunner:
+        """A runner for ``version`` (LOADING), its model resolved off the event loop."""
         factory = track.factories.get(version)
         if factory is None:
             raise ArtifactError(
                 f"model {track.name!r} version {version} cannot be reloaded: its directory is gone"
             )
-        return await self._load(track, version, factory)
-
-    async def _load(self, track: _Model, version: str, factory: ModelFactory) -> ModelRunner:
-        """Resolve, load and warm up one version off the event loop; READY, or raises."""
-        track.loading.add(version)
-        samples = list(track.samples)
         try:
-            try:
-                model = await asyncio.to_thread(factory)
-            except Exception as exc:
-                raise StageError("resolve", exc) from exc
-            runner = self._dp.make_runner(model)
+            model = await asyncio.to_thread(factory)
+        except Exception as exc:
+            raise self._failed(track, version, "resolve", exc) from exc
+        return self._dp.make_runner(model)
+
+    async def _warm(
+        self, track: ModelVersions, runner: ModelRunner, samples: list[dict[str, np.ndarray]]
+    ) -> None:
+        """Load and warm up ``runner`` off the event loop: READY, or FAILED, unregistered,
+        recorded and raised as :class:`ArtifactError`."""
+        try:
             await asyncio.to_thread(prepare, runner, samples)
         except StageError as exc:
+            runner.state, runner.error = ModelState.FAILED, str(exc.error)
+            name, version = runner.name, runner.version
+            registered = version in self._registry.versions(name)
+            if registered and self._registry.get(name, version) is runner:
+                self._registry.remove(name, version)
+                self._changed(runner, False)
+            await runner.close()
             raise self._failed(track, version, exc.stage, exc.error) from exc.error
-        finally:
-            track.loading.discard(version)
         runner.state = ModelState.READY
-        return runner
 
     def _changed(self, runner: ModelRunner, added: bool) -> None:
         for listener in self.listeners:
             listener(runner, added)
 
     def _failed(
-        self, track: _Model, version: str, stage: str, error: BaseException
+        self, track: ModelVersions, version: str, stage: str, error: BaseException
     ) -> ArtifactError:
         message = f"{type(error).__name__}: {error}"
         track.failures[version] = f"failed to {stage}: {message}"
@@ -516,6 +519,6 @@ class VersionManager:
             "versions": rows,
         }
 
-    def tracked(self) -> list[tuple[str, _Model]]:
+    def tracked(self) -> list[tuple[str, ModelVersions]]:
         """(name, state) of every tracked model, for metrics."""
         return sorted(self._models.items())

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 from ..protocol.codec import dumps, loads
 from ..runtime.runner import ModelRunner
+from ..runtime.traffic import Canary
 from ..runtime.versions import VersionManager
 from ..runtime.watcher import RepositoryWatcher
 from .rest import Request, Response, Route
@@ -228,9 +229,8 @@ class VersionCollector:
             failures.add_metric([name], track.failure_count)
             for version in track.failures:
                 failed.add_metric([name, version], 1)
-            policy = track.policy
-            if policy is not None and policy.kind == "canary":
-                canary.add_metric([name, policy.version], getattr(policy, "percent", 0.0))
+            if isinstance(track.policy, Canary):
+                canary.add_metric([name, track.policy.version], track.policy.percent)
             if track.mirror is not None:
                 v, s = track.mirror.candidate.version, track.mirror.stats
                 for outcome, count in (

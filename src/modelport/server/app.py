@@ -76,7 +76,6 @@ class App:
         self._routes: dict[tuple[str, int], list[Route]] = {}
         for route in self.routes:
             self._routes.setdefault((route.method, len(route.segments)), []).append(route)
-        self._paths = [route.segments for route in self.routes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -164,7 +163,7 @@ class App:
             message = str(exc)
         else:
             message = f"internal error: {type(exc).__name__}: {exc}"
-        if status >= 500:
+        if status == 500:  # 503/504 are load, not faults: counted in metrics, not logged
             log.error(
                 "request failed",
                 exc_info=not isinstance(exc, ModelportError) or exc.__cause__ is not None,
@@ -182,7 +181,7 @@ class App:
         model = request.params.get("name", "")
         version = request.model_version or request.params.get("version", "")
         self.metrics.observe_request(model, version, "rest", str(status), seconds)
-        if self.settings.access_log or status >= 500:
+        if self.settings.access_log:  # failures are logged where they are handled
             access_log.info(
                 "request",
                 extra={

@@ -126,10 +126,12 @@ async def models(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     p = request.params
+    dataplane = request.app.dataplane
+    # An unknown model is a 404 before the body is read; the version labels the metrics.
+    # (Which version answers, e.g. a canary, is decided in dataplane.infer.)
+    request.model_version = dataplane.registry.get(p["name"], p.get("version")).version
     body = await request.body()
     header_length = _header_length(request.headers.get(b"inference-header-content-length"))
-    dataplane = request.app.dataplane
-    request.model_version = dataplane.runner(p["name"], p.get("version")).version
     infer_request = decode_request(body, header_length)
     request.request_id = infer_request.id
     response = await dataplane.infer(p["name"], p.get("version"), infer_request)
@@ -159,12 +161,11 @@ def _header_length(value: bytes | None) -> int | None:
 
 async def predict(request: Request) -> Response:
     p = request.params
+    request.model_version = request.app.dataplane.registry.get(p["name"], p.get("version")).version
     payload = loads(await request.body())
     given = request.headers.get(b"x-request-id")
     request_id = given.decode("latin-1") if given else new_id()
     request.request_id = request_id
-    runner = request.app.dataplane.runner(p["name"], p.get("version"))
-    request.model_version = runner.version
     result = await request.app.dataplane.predict(
         p["name"], p.get("version"), payload, request_id=request_id
     )
@@ -199,7 +200,7 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     from .openapi import document
 
-    return _json(200, document(ROUTES))
+    return _json(200, document(request.app.routes))
 
 
 async def docs(request: Request) -> Response:

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import FrameType
 from typing import Any
 
@@ -113,6 +113,8 @@ async def serve_async(
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = _server_class()(config)
+    if sockets is None:
+        sockets = [bind(settings.host, settings.http_port)]
     grpc_server = await _start_grpc(dataplane, settings)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[Any]] = []
@@ -154,6 +156,22 @@ async def serve_async(
             await prediction_log.aclose()  # after the drain: every answered request is logged
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port``, or a clear error."""
+    from ..errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 async def _wait(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         await task
@@ -182,13 +200,18 @@ def serve(settings: Settings) -> None:
     _run(serve_async(settings))
 
 
-def _run(main: Awaitable[None]) -> None:
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (uvicorn[standard]), else on asyncio's."""
     try:
         import uvloop
-
-        uvloop.run(main)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
+        asyncio.run(main)
+        return
+    if hasattr(uvloop, "run"):
+        uvloop.run(main)
+    else:  # uvloop < 0.18
+        uvloop.install()
+        asyncio.run(main)
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
@@ -207,8 +230,8 @@ def _supervise(settings: Settings) -> None:
     """Bind once, start ``workers`` processes on the shared socket, relay SIGTERM, wait."""
     import multiprocessing
 
-    uvicorn = require("uvicorn", extra="serve")
-    sock = uvicorn.Config(app=None, host=settings.host, port=settings.http_port).bind_socket()
+    require("uvicorn", extra="serve")  # fail here, not in each worker
+    sock = bind(settings.host, settings.http_port)
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(target=_worker, args=(settings, sock), name=f"modelport-worker-{i}")

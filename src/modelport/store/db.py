@@ -23,7 +23,7 @@ from .schema import feedback, migrate, predictions
 __all__ = ["Database", "is_disconnect", "normalize_url"]
 
 _COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
-_ROWS_PER_STATEMENT = 50
+_ROWS_PER_STATEMENT = 100
 """Rows per INSERT: few statements per batch, and short enough holds of the GIL."""
 
 

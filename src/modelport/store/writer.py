@@ -25,7 +25,7 @@ __all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
 
 logger = logging.getLogger("modelport.store")
 
-YIELD_EVERY = 4
+YIELD_EVERY = 16
 """Records encoded between two GIL hand-offs: without them the writer would hold the GIL for
 the interpreter's whole switch interval (5 ms), and every request in flight would wait."""
 RETRY_MIN_S = 0.2
