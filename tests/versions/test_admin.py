@@ -244,3 +244,30 @@ def test_modelport_serve_watches_swaps_and_stops_cleanly(tmp_path: Path) -> None
             assert _healthy(client) == "2"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("swap_policy", "hot", "swap_policy must be 'double_buffer' or 'swap_in_place'"),
+        ("watch_interval", "0", "watch_interval must be > 0 seconds"),
+        ("watch", "maybe", "setting watch: invalid value 'maybe'"),
+    ],
+)
+def test_bad_version_settings_are_refused_by_name(
+    tmp_path: Path, setting: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.load({"model_path": tmp_path}, environ={f"MODELPORT_{setting.upper()}": value})
+
+
+def test_modelport_serve_refuses_an_unknown_swap_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(tmp_path / "repo"), "--swap-policy", "hot", "--grpc-port", "0"])
+    assert exit_info.value.code == 1
+    assert "swap_policy must be 'double_buffer' or 'swap_in_place', got 'hot'" in (
+        capsys.readouterr().err
+    )

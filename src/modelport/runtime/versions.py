@@ -48,6 +48,8 @@ log = logging.getLogger("modelport.runtime")
 SWAP_POLICIES = ("double_buffer", "swap_in_place")
 
 _SAMPLES = 4
+_SAMPLE_BYTES = 1 << 20
+"""Requests kept as warm-up samples hold their inputs: only small ones are kept."""
 _DRAIN_POLL_S = 0.005
 
 
@@ -153,7 +155,7 @@ class VersionManager:
         track = self._models.get(p.model)
         if track is None or p.version != track.live:
             return
-        if p.error is None:
+        if p.error is None and sum(a.nbytes for a in p.inputs.values()) <= _SAMPLE_BYTES:
             track.samples.append(dict(p.inputs))
         if track.mirror is not None:
             track.mirror.observe(p)
@@ -381,10 +383,15 @@ class VersionManager:
         try:
             await self._warm(track, runner, samples)
         except ArtifactError:
-            # Put the previous version back, the same way (a second gap).
+            # Put the previous version back the same way (a second gap); until it is
+            # registered, the failed one stays in place and answers 503.
             track.history = track.history[:-1]
             restored = await self._resolve(track, previous)
-            self._activate(track, restored)
+            failed = self._activate(track, restored)
+            if failed is not None:
+                track.history = track.history[:-1]  # the failed version was never live
+                await failed.close()
+                self._changed(failed, False)
             await self._warm(track, restored, samples)
             raise
 
@@ -447,18 +454,16 @@ class VersionManager:
     async def _warm(
         self, track: ModelVersions, runner: ModelRunner, samples: list[dict[str, np.ndarray]]
     ) -> None:
-        """Load and warm up ``runner`` off the event loop: READY, or FAILED, unregistered,
-        recorded and raised as :class:`ArtifactError`."""
+        """Load and warm up ``runner`` off the event loop: READY, or FAILED (recorded, and
+        raised as :class:`ArtifactError`; a registered runner stays registered)."""
         try:
             await asyncio.to_thread(prepare, runner, samples)
         except StageError as exc:
             runner.state, runner.error = ModelState.FAILED, str(exc.error)
             name, version = runner.name, runner.version
             registered = version in self._registry.versions(name)
-            if registered and self._registry.get(name, version) is runner:
-                self._registry.remove(name, version)
-                self._changed(runner, False)
-            await runner.close()
+            if not (registered and self._registry.get(name, version) is runner):
+                await runner.close()
             raise self._failed(track, version, exc.stage, exc.error) from exc.error
         runner.state = ModelState.READY
 
