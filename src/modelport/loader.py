@@ -14,7 +14,6 @@ from .config import CONFIG_FILE, ModelConfig, load_config
 from .errors import (
     ArtifactNotFoundError,
     ConfigError,
-    CorruptArtifactError,
     ModelportError,
 )
 from .frameworks import runtime_class
@@ -60,8 +59,7 @@ def load(
         config=config,
         **options,
     )
-    _load_weights(model)
-    return model
+    return model.ensure_loaded()
 
 
 def resolve(
@@ -165,15 +163,3 @@ def _import_user_module(file: Path) -> ModuleType:
         del sys.modules[module_name]
         raise ConfigError(f"{file}: failed to import: {type(exc).__name__}: {exc}") from exc
     return module
-
-
-def _load_weights(model: Model) -> None:
-    try:
-        model.ensure_loaded()
-    except ModelportError:
-        raise
-    except Exception as exc:
-        what = getattr(model, "format_description", model.framework)
-        raise CorruptArtifactError(
-            f"{model.path}: could not be loaded as {what}: {type(exc).__name__}: {exc}"
-        ) from exc

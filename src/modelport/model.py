@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .config import BatchingConfig, ModelConfig
-from .errors import InvalidInputError, PredictionError
+from .errors import CorruptArtifactError, InvalidInputError, ModelportError, PredictionError
 from .signature import Signature, TensorSpec
 
 __all__ = ["Inputs", "Model", "Outputs"]
@@ -91,9 +91,25 @@ class Model:
     # -- helpers the runtimes and front doors share ------------------------------------------
 
     def ensure_loaded(self) -> Model:
-        """Call :meth:`load` once; return ``self``."""
+        """Call :meth:`load` once; return ``self``.
+
+        A failure that is not already a modelport error becomes a
+        :class:`~modelport.errors.CorruptArtifactError` naming the artifact and what was
+        expected (or a :class:`~modelport.errors.ModelportError` for a model without one).
+        """
         if not self.loaded:
-            self.load()
+            try:
+                self.load()
+            except ModelportError:
+                raise
+            except Exception as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+                if self.path is None:
+                    raise ModelportError(f"model {self.name!r} failed to load: {cause}") from exc
+                what = getattr(self, "format_description", self.framework)
+                raise CorruptArtifactError(
+                    f"{self.path}: could not be loaded as {what}: {cause}"
+                ) from exc
             self.loaded = True
         return self
 

@@ -125,11 +125,14 @@ def write_rows(path: Path, features: np.ndarray) -> Path:
 
 def run_example(script: str, *args: str | Path) -> None:
     """Run ``examples/pipelines/<script>`` with this interpreter; fail with its stderr."""
+    # PyFlink marks its own process's environment once it ran a job; the script starts afresh.
+    env = {k: v for k, v in os.environ.items() if "PYFLINK" not in k}
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
 

@@ -49,6 +49,12 @@ def _healthy(client: httpx.Client) -> str:
     return str(r.json()["model_version"])
 
 
+def _live_and_ready(client: httpx.Client, version: str) -> bool:
+    status = client.get("/admin/models/tiny").json()
+    states = {row["version"]: row["state"] for row in status["versions"]}
+    return bool(status["live"] == version and states.get(version) == "ready")
+
+
 def test_the_admin_api_is_off_by_default(tmp_path: Path) -> None:
     make_version(tmp_path / "repo" / "tiny", 1, delay=0.0)
     # Off even with a token: the token alone does not turn management on.
@@ -229,7 +235,8 @@ def test_modelport_serve_watches_swaps_and_stops_cleanly(tmp_path: Path) -> None
         with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
             assert client.get("/admin/models/tiny").json()["swap_policy"] == "swap_in_place"
             make_version(root / "tiny", 2, delay=0.0)
-            wait_for(lambda: version_status(client)["live"] == "2", "version 2 to go live")
+            # swap_in_place makes 2 live first, then loads it (503 meanwhile): wait for ready.
+            wait_for(lambda: _live_and_ready(client, "2"), "version 2 to go live and be ready")
             assert _healthy(client) == "2"
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=60)

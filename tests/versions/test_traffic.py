@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -82,6 +85,7 @@ def test_shadow_sees_every_request_and_never_reaches_the_caller(tmp_path: Path) 
     )
     dataplane = build_dataplane(settings)
     prediction_log = attach(dataplane, str(db))
+    feedback: dict[str, list[int]] = {}
     try:
         with (
             LiveServer(dataplane, settings) as server,
@@ -103,12 +107,21 @@ def test_shadow_sees_every_request_and_never_reaches_the_caller(tmp_path: Path) 
                 y = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
                 np.testing.assert_allclose(y, tiny_reference(x, seed=1), atol=1e-5)
                 ids.append(r.json()["id"])
+                if i < 20:  # ground truth for both rows: wrong for every fourth request
+                    said = np.argmax(y, axis=1)
+                    truth = (said + (i % 4 == 0)) % 3
+                    feedback[r.json()["id"]] = truth.tolist()
 
             def settled() -> bool:
                 s = version_status(client)["shadow"]
                 return bool(s["compared"] + s["errors"] == n)
 
             wait_for(settled, "the shadow to answer every mirrored request")
+            for rid, value in feedback.items():
+                r = client.post(
+                    "/v2/models/tiny/feedback", json={"request_id": rid, "value": value}
+                )
+                assert r.status_code == 200, r.text
             shadow = version_status(client)["shadow"]
             metrics = client.get("/metrics").text
             r = client.post("/admin/models/tiny/clear")
@@ -139,3 +152,24 @@ def test_shadow_sees_every_request_and_never_reaches_the_caller(tmp_path: Path) 
     assert all(m["shadow"] is True and m["primary_version"] == "1" for m in meta)
     assert sum(m["agrees"] is True for m in meta) == n - unlucky
     assert sum(r[2] != "ok" for r in shadows) == unlucky
+
+    # The report keeps the shadow out of traffic and sets it against the primary: requests
+    # 0-19 have feedback (two rows each), every fourth one wrong; the shadow failed 3 and 13.
+    env = {**os.environ, "COLUMNS": "200"}
+    report = subprocess.run(
+        [str(Path(sys.executable).parent / "modelport"), "report", "tiny", "--log-db", str(db)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    out = report.stdout
+    assert "requests: 120  errors: 0" in out and "versions: 1 (120)" in out, out
+    assert "accuracy 0.750 on 40 rows with feedback" in out, out
+    compared = n - unlucky
+    assert (
+        f"shadow 2 vs primary 1: agreement 1.000 ({compared} of {compared} compared, {n} mirrored)"
+    ) in out, out
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in out.splitlines()]
+    cells = {c[0]: c[1:] for c in rows if c[0] in ("candidate 2", "primary 1")}
+    assert cells["candidate 2"][:2] == ["120", str(unlucky)], out
+    assert cells["candidate 2"][-2:] == ["36", f"{26 / 36:.3f}"], out
+    assert cells["primary 1"][:2] == ["120", "0"] and cells["primary 1"][-2:] == ["40", "0.750"]

@@ -8,14 +8,17 @@ Render with :func:`print_report` (terminal), :func:`write_html` (plots embedded)
 from __future__ import annotations
 
 from .build import Drift, Report, Window, build_report
+from .compare import Comparison, VersionFigures
 from .html import render_html, write_html
 from .prometheus import report_registry, write_textfile
 from .reference import load_reference
 from .terminal import print_report
 
 __all__ = [
+    "Comparison",
     "Drift",
     "Report",
+    "VersionFigures",
     "Window",
     "build_report",
     "load_reference",

@@ -1,6 +1,7 @@
 """Turn logged predictions (and their feedback) into a :class:`Report`.
 
-Traffic, errors and latency come from every row; accuracy (classification) or MAE/RMSE
+Traffic, errors and latency come from every row but shadow answers (which only feed the
+candidate-vs-primary comparisons, :mod:`.compare`); accuracy (classification) or MAE/RMSE
 (regression) from rows with feedback; drift from numeric input and output features of rows
 whose inputs were stored whole, against a reference data set.
 """
@@ -15,6 +16,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .compare import (
+    Comparison,
+    Pair,
+    Tally,
+    VersionFigures,
+    compare,
+    percentiles,
+    resolve_task,
+    scores,
+)
 from .stats import ks_2samp, psi
 
 __all__ = ["Drift", "Report", "Window", "build_report", "features_of"]
@@ -80,6 +91,12 @@ class Report:
     drift: list[Drift] = field(default_factory=list)
     truncated_inputs: int = 0
     """Requests whose inputs were too large to store whole, so not in the drift figures."""
+    by_version: dict[str, VersionFigures] = field(default_factory=dict)
+    """Traffic figures of each version that answered (a canary among them)."""
+    comparisons: list[Comparison] = field(default_factory=list)
+    """Each shadow candidate against the primary it mirrored."""
+    shadow_rows: int = 0
+    """Shadow answers in the period: not counted as traffic anywhere else."""
 
 
 def features_of(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -111,23 +128,47 @@ def build_report(
     task: Task = "auto",
     psi_bins: int = 10,
 ) -> Report:
-    """Compute the report from :meth:`PredictionLog.predictions` rows (sorted by time)."""
+    """Compute the report from :meth:`PredictionLog.predictions` rows (sorted by time).
+
+    Shadow answers (``metadata["shadow"]``) are not traffic: they only feed
+    :attr:`Report.comparisons`.
+    """
     ts: list[float] = []
     latency: list[float] = []
     status: list[str] = []
-    versions: dict[str, int] = {}
+    tallies: dict[str, Tally] = {}
     inputs: dict[str, list[np.ndarray]] = {}
     outputs: dict[str, list[np.ndarray]] = {}
     feature_ts: list[np.ndarray] = []
-    pairs: list[tuple[float, Any, Any, str]] = []  # (time, prediction row, truth, dtype kind)
+    pairs: list[Pair] = []
+    pair_ts: list[float] = []
+    by_request: dict[tuple[str, str], tuple[float, bool, list[Pair]]] = {}
+    shadows: list[tuple[str, str, str, float, bool, bool | None, list[Pair]]] = []
     truncated = unmatched = 0
     for row in rows:
-        t = float(row["ts"])
-        ts.append(t)
-        latency.append(float(row["latency_ms"]))
-        status.append(str(row["status"]))
-        versions[row["version"]] = versions.get(row["version"], 0) + 1
         outs = json.loads(row["outputs"]) if row["outputs"] else {}
+        meta = row.get("metadata") or {}
+        shadow = meta.get("shadow") is True
+        matched: list[Pair] = []
+        if row["feedback"] is not None and outs:
+            found = _pair(outs, output, row["feedback"])
+            if found is not None:
+                matched = [(p, y, found[2]) for p, y in zip(found[0], found[1])]
+            elif not shadow:  # counted once, on the traffic row
+                unmatched += 1
+        t, lat, ok = float(row["ts"]), float(row["latency_ms"]), row["status"] == "ok"
+        if shadow:
+            primary = str(meta.get("primary_version", ""))
+            agrees = meta.get("agrees")
+            shadows.append((row["request_id"], row["version"], primary, lat, ok, agrees, matched))
+            continue
+        ts.append(t)
+        latency.append(lat)
+        status.append(str(row["status"]))
+        tallies.setdefault(row["version"], Tally()).add(lat, ok, matched)
+        by_request[(row["request_id"], row["version"])] = (lat, ok, matched)
+        pairs.extend(matched)
+        pair_ts.extend([t] * len(matched))
         if row["inputs_truncated"]:
             truncated += 1
         else:
@@ -135,26 +176,25 @@ def build_report(
             n = _extend(inputs, feats)
             _extend(outputs, features_of(outs), n)
             feature_ts.append(np.full(n, t))
-        if row["feedback"] is not None and outs:
-            matched = _pair(outs, output, row["feedback"])
-            if matched is None:
-                unmatched += 1
-            else:
-                pairs.extend((t, p, y, matched[2]) for p, y in zip(matched[0], matched[1]))
+    resolved = resolve_task(pairs + [p for s in shadows for p in s[6]], task)
+    comparisons = compare(shadows, by_request, resolved)
     if not ts:
         now = float(np.floor(_now()))
-        return Report(model, now, now, window_s or 3600, [], 0, 0, {}, {}, {}, None, 0, 0)
+        empty = Report(model, now, now, window_s or 3600, [], 0, 0, {}, {}, {}, None, 0, 0)
+        empty.comparisons = comparisons
+        empty.shadow_rows = len(shadows)
+        return empty
     start, end = ts[0], ts[-1]
     window = float(window_s) if window_s else _nice_window(end - start)
     edges = np.arange(math.floor(start / window) * window, end + window, window)
-    t_arr, lat_arr, ok = np.asarray(ts), np.asarray(latency), np.asarray(status) == "ok"
+    t_arr, lat_arr, ok_arr = np.asarray(ts), np.asarray(latency), np.asarray(status) == "ok"
     index = np.searchsorted(edges, t_arr, side="right") - 1
     windows = [Window(float(a), float(a + window)) for a in edges[:-1]]
     for k, w in enumerate(windows):
         sel = index == k
         w.requests = int(sel.sum())
-        w.errors = int((~ok[sel]).sum())
-        w.latency_ms = _percentiles(lat_arr[sel])
+        w.errors = int((~ok_arr[sel]).sum())
+        w.latency_ms = percentiles(lat_arr[sel])
     report = Report(
         model=model,
         start=start,
@@ -162,16 +202,19 @@ def build_report(
         window_s=window,
         windows=windows,
         requests=len(ts),
-        errors=int((~ok).sum()),
+        errors=int((~ok_arr).sum()),
         error_kinds=_counts(s for s in status if s != "ok"),
-        latency_ms=_percentiles(lat_arr),
-        versions=versions,
+        latency_ms=percentiles(lat_arr),
+        versions={v: len(tally.latency) for v, tally in tallies.items()},
         task=None,
         feedback_rows=len(pairs),
         feedback_unmatched=unmatched,
         truncated_inputs=truncated,
+        by_version={v: tallies[v].figures(v, resolved) for v in sorted(tallies)},
+        comparisons=comparisons,
+        shadow_rows=len(shadows),
     )
-    _quality(report, pairs, task, edges)
+    _quality(report, pairs, np.asarray(pair_ts), resolved, edges)
     if reference:
         all_ts = np.concatenate(feature_ts) if feature_ts else np.zeros(0)
         _drift(report, reference, inputs, outputs, all_ts, edges, psi_bins)
@@ -204,27 +247,20 @@ def _pair(outs: dict[str, Any], output: str | None, truth: Any) -> tuple[Any, An
     return list(rows), truths, ("vector" if rows.shape[1] > 1 else kind)
 
 
-def _quality(report: Report, pairs: list[Any], task: Task, edges: np.ndarray) -> None:
-    if not pairs:
+def _quality(
+    report: Report,
+    pairs: list[Pair],
+    t: np.ndarray,
+    task: Literal["classification", "regression"] | None,
+    edges: np.ndarray,
+) -> None:
+    score = scores(pairs, task) if pairs else None
+    if score is None:
         return
-    kinds = {p[3] for p in pairs}
-    is_label = any(isinstance(p[2], str | bool) for p in pairs)
-    if task == "auto":
-        classify = is_label or bool(kinds & {"vector", "i", "u", "b", "S", "U", "O"})
-        task = "classification" if classify else "regression"
     report.task = task
-    t = np.asarray([p[0] for p in pairs])
     if task == "classification":
-        score = np.asarray([_correct(p[1], p[2]) for p in pairs], dtype=np.float64)
         report.accuracy = float(score.mean())
     else:
-        try:
-            pred = np.asarray([float(np.asarray(p[1], dtype=np.float64)[0]) for p in pairs])
-            truth = np.asarray([float(p[2]) for p in pairs])
-        except (TypeError, ValueError):
-            report.task = None
-            return
-        score = np.abs(pred - truth)
         report.mae = float(score.mean())
         report.rmse = float(np.sqrt(np.mean(score**2)))
     index = np.searchsorted(edges, t, side="right") - 1
@@ -232,17 +268,6 @@ def _quality(report: Report, pairs: list[Any], task: Task, edges: np.ndarray) ->
         sel = index == k
         w.feedback = int(sel.sum())
         w.metric = float(score[sel].mean()) if w.feedback else None
-
-
-def _correct(prediction: np.ndarray, truth: Any) -> bool:
-    predicted: Any = int(np.argmax(prediction)) if prediction.size > 1 else prediction[0]
-    if isinstance(predicted, float) and predicted.is_integer():
-        predicted = int(predicted)
-    if isinstance(truth, bool) or isinstance(predicted, bool):
-        return bool(predicted) == bool(truth)
-    if isinstance(truth, str) or isinstance(predicted, str):
-        return str(predicted) == str(truth)
-    return bool(predicted == truth)
 
 
 def _drift(
@@ -276,13 +301,6 @@ def _drift(
                     if sel.size:
                         w.psi[feature] = psi(ref, sel, bins)
     report.drift.sort(key=lambda d: -d.psi if not math.isnan(d.psi) else 0.0)
-
-
-def _percentiles(values: np.ndarray) -> dict[str, float]:
-    if values.size == 0:
-        return {}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:

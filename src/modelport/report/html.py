@@ -15,6 +15,7 @@ import numpy as np
 
 from .._deps import require
 from .build import Report
+from .compare import VersionFigures
 
 __all__ = ["figures", "render_html", "write_html"]
 
@@ -119,6 +120,20 @@ def figures(report: Report) -> dict[str, bytes]:
             ax.set_visible(False)
         fig.tight_layout()
         out["Distributions: reference vs logged"] = _png(fig)
+    for c in report.comparisons:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        qs = np.arange(3)
+        for shift, role, f, color in (
+            (-0.2, "primary", c.primary, "#4c72b0"),
+            (0.2, "candidate", c.candidate, "#dd8452"),
+        ):
+            values = [f.latency_ms.get(q, np.nan) for q in ("p50", "p90", "p99")]
+            ax.bar(qs + shift, values, width=0.4, color=color, label=f"{role} {f.version}")
+        ax.set_xticks(qs, ["p50", "p90", "p99"])
+        ax.set_ylabel("latency (ms)")
+        ax.legend(loc="upper left")
+        title = f"Shadow latency: candidate {c.candidate_version} vs primary {c.primary_version}"
+        out[title] = _png(fig)
     return out
 
 
@@ -147,6 +162,7 @@ def render_html(report: Report) -> str:
         f"<h1>{escape(report.model)}</h1>",
         _table(("", ""), summary, header=False),
     ]
+    parts += _versions_html(report)
     if report.drift:
         rows = [
             (
@@ -172,6 +188,47 @@ def render_html(report: Report) -> str:
         )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+_HEAD = ("version", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "feedback", "quality")
+
+
+def _cells(f: VersionFigures) -> list[str]:
+    lat = f.latency_ms
+    quality = (
+        f"accuracy {f.accuracy:.4f}"
+        if f.accuracy is not None
+        else f"MAE {f.mae:.4f} / RMSE {f.rmse:.4f}"
+        if f.mae is not None and f.rmse is not None
+        else "-"
+    )
+    return [
+        f.version,
+        str(f.requests),
+        str(f.errors),
+        *(f"{lat[q]:.2f}" if q in lat else "-" for q in ("p50", "p90", "p99")),
+        str(f.feedback_rows),
+        quality,
+    ]
+
+
+def _versions_html(report: Report) -> list[str]:
+    parts: list[str] = []
+    if len(report.by_version) > 1:
+        rows = [_cells(f) for f in report.by_version.values()]
+        parts += ["<h2>Traffic per version</h2>", _table(_HEAD, rows)]
+    for c in report.comparisons:
+        agreement = "-" if c.agreement is None else f"{c.agreement:.4f}"
+        parts += [
+            f"<h2>Shadow {escape(c.candidate_version)} vs primary {escape(c.primary_version)}</h2>",
+            f"<p>agreement {agreement}: {c.agreed} of {c.compared} compared answers agree "
+            f"({c.mirrored} requests mirrored)</p>",
+            _table(
+                ("role", *_HEAD),
+                [["candidate", *_cells(c.candidate)], ["primary", *_cells(c.primary)]],
+            ),
+        ]
+    return parts
 
 
 def write_html(report: Report, path: str | Path) -> None:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .build import Report
+from .compare import VersionFigures
 
 __all__ = ["print_report"]
 
@@ -36,6 +37,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console = console or Console()
     if not report.requests:
         console.print(f"[bold]{report.model}[/bold]: no logged predictions in this period")
+        _print_versions(report, console)
         return
     error_rate = report.errors / report.requests
     console.print(
@@ -90,6 +92,7 @@ def print_report(report: Report, console: Console | None = None) -> None:
             _num(w.metric),
         )
     console.print(table)
+    _print_versions(report, console)
     if report.drift:
         drift = Table(
             "feature",
@@ -117,3 +120,46 @@ def print_report(report: Report, console: Console | None = None) -> None:
             f"{report.truncated_inputs} request(s) had inputs above the size limit "
             "and are not in the drift figures"
         )
+
+
+def _metric(figures: VersionFigures) -> str:
+    if figures.accuracy is not None:
+        return _num(figures.accuracy)
+    if figures.mae is not None:
+        return f"{_num(figures.mae)} / {_num(figures.rmse)}"
+    return "-"
+
+
+def _version_row(label: str, f: VersionFigures) -> list[str]:
+    lat = f.latency_ms
+    return [
+        label,
+        str(f.requests),
+        str(f.errors),
+        _num(lat.get("p50"), 2),
+        _num(lat.get("p90"), 2),
+        _num(lat.get("p99"), 2),
+        str(f.feedback_rows),
+        _metric(f),
+    ]
+
+
+def _print_versions(report: Report, console: Console) -> None:
+    """Per-version traffic (a canary next to the live version) and shadow comparisons."""
+    metric = "MAE / RMSE" if report.task == "regression" else "accuracy"
+    head = ("requests", "errors", "p50 ms", "p90 ms", "p99 ms", "feedback", metric)
+    if len(report.by_version) > 1:
+        table = Table("version", *head, title="traffic per version")
+        for v, figures in report.by_version.items():
+            table.add_row(*_version_row(v, figures))
+        console.print(table)
+    for c in report.comparisons:
+        agreement = "-" if c.agreement is None else f"{c.agreement:.3f}"
+        console.print(
+            f"shadow {c.candidate_version} vs primary {c.primary_version}: agreement "
+            f"{agreement} ({c.agreed} of {c.compared} compared, {c.mirrored} mirrored)"
+        )
+        table = Table("", *head, title="candidate vs primary, on the mirrored requests")
+        table.add_row(*_version_row(f"candidate {c.candidate_version}", c.candidate))
+        table.add_row(*_version_row(f"primary {c.primary_version}", c.primary))
+        console.print(table)

@@ -204,7 +204,10 @@ class DataPlane:
                     f"{signature.output_names}"
                 )
         outputs = await runner.infer(
-            request.inputs, request_id=request_id, timeout=self._timeout(request.parameters)
+            request.inputs,
+            request_id=request_id,
+            timeout=self._timeout(request.parameters),
+            metadata=_metadata(request.parameters.get("metadata"), 'parameter "metadata"'),
         )
         if wanted:
             missing = [n for n in wanted if n not in outputs]
@@ -232,13 +235,18 @@ class DataPlane:
         *,
         request_id: str | None = None,
         timeout: float | None = None,
+        metadata: Any = None,
     ) -> Any:
-        """Plain JSON: ``preprocess(payload)`` → batched predict → ``postprocess``."""
+        """Plain JSON: ``preprocess(payload)`` → batched predict → ``postprocess``.
+
+        ``metadata``: the caller's fields for the prediction log (a dict or JSON text).
+        """
         runner = self.runner(name, version)
         return await runner.predict(
             payload,
             request_id=request_id or new_id(),
             timeout=timeout if timeout is not None else self.default_timeout,
+            metadata=_metadata(metadata, "metadata"),
         )
 
     async def feedback(self, name: str, request_id: Any, value: Any) -> None:
@@ -260,3 +268,12 @@ class DataPlane:
                 f'parameter "timeout" must be a positive number of microseconds, got {value!r}'
             )
         return float(value) / 1e6
+
+
+def _metadata(value: Any, what: str) -> dict[str, Any] | None:
+    """Caller metadata, validated (bounded, JSON, no reserved key); None when not given."""
+    if value is None:
+        return None
+    from ..store.records import validate_metadata
+
+    return validate_metadata(value, what)

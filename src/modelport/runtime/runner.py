@@ -46,6 +46,8 @@ class Prediction:
     status: str = "ok"
     """``"ok"``, or the class name of the error the request failed with."""
     error: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    """What the caller attached to the request (user, client, tags), already validated."""
 
 
 PredictionObserver = Callable[[Prediction], None]
@@ -146,7 +148,12 @@ class ModelRunner:
             )
 
     async def infer(
-        self, inputs: dict[str, np.ndarray], *, request_id: str, timeout: float | None = None
+        self,
+        inputs: dict[str, np.ndarray],
+        *,
+        request_id: str,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Outputs:
         """Validate ``inputs`` against the signature, then run them through the batcher."""
         self._check_ready()
@@ -158,13 +165,20 @@ class ModelRunner:
             outputs = await self.batcher.submit(inputs, _rows(inputs), timeout)
         except ModelportError as exc:
             if self.observers:
-                self._notify(request_id, inputs, {}, started, exc)
+                self._notify(request_id, inputs, {}, started, exc, metadata)
             raise
         if self.observers:
-            self._notify(request_id, inputs, outputs, started)
+            self._notify(request_id, inputs, outputs, started, None, metadata)
         return outputs
 
-    async def predict(self, payload: Any, *, request_id: str, timeout: float | None = None) -> Any:
+    async def predict(
+        self,
+        payload: Any,
+        *,
+        request_id: str,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
         """The plain-JSON path: ``preprocess`` → batched ``predict`` → ``postprocess``."""
         self._check_ready()
         if self._custom_pre:
@@ -177,7 +191,9 @@ class ModelRunner:
             raw = self._preprocess(payload)
         single = not isinstance(raw, Mapping)
         inputs = {self.model.single_input_name(): np.asarray(raw)} if single else dict(raw)
-        outputs = await self.infer(inputs, request_id=request_id, timeout=timeout)
+        outputs = await self.infer(
+            inputs, request_id=request_id, timeout=timeout, metadata=metadata
+        )
         result = maybe_single(outputs, single)
         if self._custom_post:
             return await self._off_loop(self._postprocess, result)
@@ -219,11 +235,12 @@ class ModelRunner:
         outputs: Outputs,
         started: float,
         error: ModelportError | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         status, message = ("ok", None) if error is None else (type(error).__name__, str(error))
         record = Prediction(
             request_id, self.name, self.version, inputs, outputs, started, time.time() - started,
-            status, message,
+            status, message, metadata,
         )  # fmt: skip
         for observer in self.observers:
             try:

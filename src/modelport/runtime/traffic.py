@@ -212,7 +212,12 @@ class ShadowMirror:
                 latency_ms=seconds * 1000.0,
                 status="ok" if error is None else error.split(":", 1)[0],
                 error=error,
-                metadata={"shadow": True, "primary_version": p.version, "agrees": agrees},
+                metadata={
+                    **(p.metadata or {}),
+                    "shadow": True,
+                    "primary_version": p.version,
+                    "agrees": agrees,
+                },
             )
         )
 

@@ -85,6 +85,17 @@ def _operation(route: Route) -> dict[str, Any]:
         "operationId": route.handler.__name__ + "_" + str(len(route.segments)),
         "responses": {"200": {"description": "OK"}},
     }
+    if route.model_route:
+        params.append(
+            {
+                "name": "X-Modelport-Metadata",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "A JSON object (at most 4096 bytes) recorded with the prediction "
+                'in the prediction log; V2 requests may send it as the "metadata" parameter.',
+            }
+        )
     if params:
         op["parameters"] = params
     if route.handler.__name__ == "infer":

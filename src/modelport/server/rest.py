@@ -134,6 +134,14 @@ async def infer(request: Request) -> Response:
     header_length = _header_length(request.headers.get(b"inference-header-content-length"))
     infer_request = decode_request(body, header_length)
     request.request_id = infer_request.id
+    metadata = _metadata_header(request)
+    if metadata is not None:
+        if "metadata" in infer_request.parameters:
+            raise InvalidInputError(
+                f'metadata given twice: in the {METADATA_HEADER} header and the "metadata" '
+                "parameter; give one"
+            )
+        infer_request.parameters["metadata"] = metadata
     response = await dataplane.infer(p["name"], p.get("version"), infer_request)
     request.request_id = response.id
     request.model_version = response.model_version  # a canary may have answered
@@ -159,6 +167,19 @@ def _header_length(value: bytes | None) -> int | None:
         ) from None
 
 
+METADATA_HEADER = "X-Modelport-Metadata"
+"""A JSON object recorded with the prediction in the log (like the "metadata" parameter)."""
+
+
+def _metadata_header(request: Request) -> dict[str, Any] | None:
+    raw = request.headers.get(METADATA_HEADER.lower().encode())
+    if raw is None:
+        return None
+    from ..store.records import validate_metadata
+
+    return validate_metadata(raw, f"the {METADATA_HEADER} header")
+
+
 async def predict(request: Request) -> Response:
     p = request.params
     request.model_version = request.app.dataplane.registry.get(p["name"], p.get("version")).version
@@ -167,8 +188,9 @@ async def predict(request: Request) -> Response:
     request_id = given.decode("latin-1") if given else new_id()
     request.request_id = request_id
     result = await request.app.dataplane.predict(
-        p["name"], p.get("version"), payload, request_id=request_id
-    )
+        p["name"], p.get("version"), payload, request_id=request_id,
+        metadata=_metadata_header(request),
+    )  # fmt: skip
     return _json(200, result, [(b"x-request-id", request_id.encode())])
 
 

@@ -240,7 +240,11 @@ def _supervise(settings: Settings) -> None:
     for process in processes:
         process.start()
 
+    stopping = False
+
     def relay(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -253,7 +257,10 @@ def _supervise(settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
-    failed = [p.name for p in processes if p.exitcode != 0]
+    # A worker still loading when the relayed SIGTERM came had served nothing: it dies of the
+    # signal (its handlers are installed once it serves), and that is a clean stop too.
+    clean = {0, -signal.SIGTERM} if stopping else {0}
+    failed = [p.name for p in processes if p.exitcode not in clean]
     if failed:
         from ..errors import ModelportError
 

@@ -139,7 +139,7 @@ class Database:
         self, model: str, since: float | None = None, until: float | None = None
     ) -> Iterator[dict[str, Any]]:
         """Predictions of ``model`` in ``[since, until)`` by time, each with its feedback
-        (``feedback`` is the decoded value or None)."""
+        (``feedback``: the decoded value or None) and ``metadata`` (a decoded dict)."""
         self.ensure_schema()
         p, f = predictions, feedback
         join = p.outerjoin(f, sa.and_(f.c.model == p.c.model, f.c.request_id == p.c.request_id))
@@ -153,6 +153,7 @@ class Database:
                 p.c.outputs,
                 p.c.latency_ms,
                 p.c.status,
+                p.c.metadata,
                 f.c.value.label("feedback"),
             )
             .select_from(join)
@@ -168,6 +169,8 @@ class Database:
                 item = dict(row)
                 raw = item["feedback"]
                 item["feedback"] = None if raw is None else json.loads(raw)
+                meta = item["metadata"]
+                item["metadata"] = json.loads(meta) if meta and meta != "{}" else {}
                 yield item
 
     def count(self, model: str | None = None) -> int:

@@ -29,6 +29,7 @@ def observer(log: PredictionLog) -> Callable[[Prediction], None]:
                 latency_ms=p.duration * 1000.0,
                 status=p.status,
                 error=p.error,
+                metadata=p.metadata,
                 time=p.started + p.duration,
             )
         )

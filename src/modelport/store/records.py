@@ -22,11 +22,14 @@ import numpy as np
 from ..errors import InvalidInputError
 
 __all__ = [
+    "MAX_METADATA_BYTES",
+    "RESERVED_METADATA_KEYS",
     "PredictionRecord",
     "encode_tensors",
     "new_record_id",
     "to_row",
     "validate_feedback",
+    "validate_metadata",
 ]
 
 _PROCESS_ID = os.urandom(8).hex()
@@ -43,6 +46,10 @@ if hasattr(os, "register_at_fork"):
 MAX_FEEDBACK_ITEMS = 100_000
 MAX_LABEL_CHARS = 1024
 MAX_REQUEST_ID_CHARS = 256
+MAX_METADATA_BYTES = 4096
+"""Caller-supplied metadata is at most this many bytes of compact JSON."""
+RESERVED_METADATA_KEYS = frozenset({"shadow", "primary_version", "agrees"})
+"""Keys the shadow mirror writes: a caller setting them would disguise traffic as shadow."""
 
 
 @dataclass(slots=True)
@@ -170,6 +177,43 @@ def to_row(record: PredictionRecord, max_input_bytes: int) -> dict[str, Any]:
         "error": record.error,
         "metadata": _dumps(dict(record.metadata or {})).decode(),
     }
+
+
+def validate_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
+    """Caller-supplied metadata as a dict, or :class:`InvalidInputError` naming the problem.
+
+    ``value`` is a JSON object (a dict) or a string holding one (how V2 parameters, which are
+    scalars on gRPC, carry it); at most :data:`MAX_METADATA_BYTES` of JSON, with no key of
+    :data:`RESERVED_METADATA_KEYS`.
+    """
+    if isinstance(value, bytes | str):
+        raw = value.encode() if isinstance(value, str) else value
+        if len(raw) > MAX_METADATA_BYTES:
+            raise InvalidInputError(
+                f"{what} is {len(raw)} bytes; at most {MAX_METADATA_BYTES} allowed"
+            )
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"{what} must be a JSON object (or a string holding one), got {type(value).__name__}"
+        )
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} cannot be stored as JSON: {exc}") from None
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"{what} is {size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed"
+        )
+    reserved = sorted(RESERVED_METADATA_KEYS & value.keys())
+    if reserved:
+        raise InvalidInputError(
+            f"{what} key(s) {reserved} are reserved for shadow answers; use other names"
+        )
+    return value
 
 
 def validate_feedback(request_id: Any, value: Any) -> tuple[str, Any]:
