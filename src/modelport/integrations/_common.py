@@ -132,6 +132,18 @@ def describe_outputs(model: Model) -> list[OutputInfo]:
     return [OutputInfo(n, a.dtype, tuple(a.shape[1:])) for n, a in probe.items()]
 
 
+def select_outputs(model: Model, output: str | None) -> list[OutputInfo]:
+    """:func:`describe_outputs`, or only ``output`` (a clear error if the model lacks it)."""
+    infos = describe_outputs(model)
+    if output is None:
+        return infos
+    chosen = [i for i in infos if i.name == output]
+    if not chosen:
+        names = [i.name for i in infos]
+        raise ConfigError(f"model {model.name!r} has no output {output!r}; it has {names}")
+    return chosen
+
+
 def _known(spec: TensorSpec) -> bool:
     return len(spec.shape) >= 1 and all(d >= 0 for d in spec.shape[1:])
 

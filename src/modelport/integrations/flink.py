@@ -27,6 +27,7 @@ from ._common import (
     describe_outputs,
     input_columns,
     predict_in_chunks,
+    select_outputs,
 )
 
 __all__ = ["ModelFunction", "flink_type", "model_udf", "predict_stream", "predict_table"]
@@ -140,12 +141,8 @@ def model_udf(
     types = require("pyflink.table", "flink").DataTypes
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    infos = describe_outputs(model)
+    infos = select_outputs(model, output)
     if output is not None:
-        infos = [i for i in infos if i.name == output]
-        if not infos:
-            names = [o.name for o in describe_outputs(model)]
-            raise ConfigError(f"model {model.name!r} has no output {output!r}; it has {names}")
         result_type = flink_type(infos[0])
     else:
         result_type = types.ROW([types.FIELD(i.name, flink_type(i)) for i in infos])

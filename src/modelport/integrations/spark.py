@@ -27,6 +27,7 @@ from ._common import (
     describe_outputs,
     input_columns,
     predict_in_chunks,
+    select_outputs,
 )
 
 __all__ = ["predict_udf", "spark_type", "with_predictions"]
@@ -80,12 +81,8 @@ def predict_udf(
     pd = require("pandas", "spark")
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    infos = describe_outputs(model)
+    infos = select_outputs(model, output)
     if output is not None:
-        infos = [i for i in infos if i.name == output]
-        if not infos:
-            names = [o.name for o in describe_outputs(model)]
-            raise ConfigError(f"model {model.name!r} has no output {output!r}; it has {names}")
         return_type = spark_type(infos[0])
     else:
         return_type = types.StructType([types.StructField(i.name, spark_type(i)) for i in infos])
