@@ -1,8 +1,9 @@
 """``python -m bench.prediction_log``: what the prediction log costs a served model.
 
 Serves the W1 (tiny MLP) workload with ``modelport serve``, with and without ``--log-db``,
-and measures throughput with wrk at one concurrency; the two configurations alternate, so a
-noisy neighbour hurts both alike, and the median of each is kept. Then checks that every
+and measures throughput with wrk at one concurrency, and the server's CPU per request; the two
+configurations alternate, so a noisy neighbour hurts both alike, and the median of each is
+kept. Then checks that every
 answered request was logged (rows >= requests wrk counted) and none was lost. Also times the
 log in-process: ``record()`` on the caller's side and the writer's drain rate.
 """
@@ -10,6 +11,7 @@ log in-process: ``record()`` on the caller's side and the writer's drain rate.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -73,12 +75,20 @@ def _lost(port: int) -> float:
     return float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` and all its threads so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    """Requests/s without and with the log, alternating ``repeats`` times."""
+    """Requests/s, and the server's CPU per request, without and with the log, alternating
+    ``repeats`` times. CPU per request moves less than requests/s when neighbours take CPU."""
     from modelport.store.db import Database
 
     body = build(W1, work).json_request
     rps: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_us: dict[str, list[float]] = {"off": [], "on": []}
     answered = 0
     lost = 0.0
     db_url = args.log_db or f"sqlite:///{work / 'bench-log.db'}"
@@ -91,11 +101,15 @@ def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 wrk_sample(
                     url, body, connections=args.concurrency, seconds=1, cpus=args.client_cpus
                 )
+                assert server.proc is not None
+                before = _cpu_seconds(server.proc.pid)
                 sample = wrk_sample(
                     url, body, connections=args.concurrency, seconds=args.seconds,
                     cpus=args.client_cpus,
                 )  # fmt: skip
+                used = _cpu_seconds(server.proc.pid) - before
                 rps[mode].append(sample.rps)
+                cpu_us[mode].append(used / max(sample.requests, 1) * 1e6)
                 if mode == "on":
                     answered += sample.requests
                     lost += _lost(port)
@@ -103,12 +117,18 @@ def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
     logged = db.count(W1.key)
     db.dispose()
     off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
+    cpu_off, cpu_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
     return {
         "rps_off": off,
         "rps_on": on,
         "loss_percent": (off - on) / off * 100,
         "samples_off": rps["off"],
         "samples_on": rps["on"],
+        "server_cpu_us_per_request_off": cpu_off,
+        "server_cpu_us_per_request_on": cpu_on,
+        "cpu_cost_percent": (cpu_on - cpu_off) / cpu_off * 100,
+        "cpu_samples_off": cpu_us["off"],
+        "cpu_samples_on": cpu_us["on"],
         "logged_rows": logged,
         "wrk_requests_with_log": answered,
         "lost": lost,

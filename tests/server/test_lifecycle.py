@@ -96,7 +96,7 @@ def test_a_model_that_fails_to_load() -> None:
         assert client.get("/v2/health/ready").status_code == 503
         r = client.post("/v2/models/broken/infer", json=body)
         assert r.status_code == 503
-        assert "failed: RuntimeError: weights are corrupt" in r.json()["error"]
+        assert "failed to load: RuntimeError: weights are corrupt" in r.json()["error"]
         assert client.post("/v2/models/good/infer", json=body).status_code == 200
 
 

@@ -94,6 +94,47 @@ def test_record_round_trips_inputs_outputs_and_metadata(db_url: str, tmp_path: P
     assert (large["status"], large["error"], large["outputs"]) == ("PredictionError", "boom", None)
 
 
+def test_runtime_predictions_with_several_tensors_round_trip(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The runtime's path (record_prediction): records of different tensor counts, failed ones
+    and flush markers interleaved in the inbox come out whole and in order."""
+    from modelport.runtime.runner import Prediction
+
+    a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([b"hi", b"yo"], dtype=object)
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        for i in range(5):
+            ins = {"a": a + i, "b": b} if i % 2 else {"a": a + i}
+            outs = {"y": a[:, :1] * i, "z": np.array([i, -i])}
+            error = "boom" if i == 3 else None
+            p = Prediction(f"p{i}", "multi", "1", ins, outs, 100.0 + i, 0.002, "ok", error,
+                           {"i": i} if i == 4 else None)  # fmt: skip
+            assert log.record_prediction(p)
+            if i == 2:
+                assert log.flush(timeout=30)
+        assert log.flush(timeout=30)
+        rows = {r["request_id"]: r for r in log.predictions("multi")}
+    assert list(rows) == [f"p{i}" for i in range(5)]
+    one = json.loads(rows["p1"]["inputs"])
+    assert one["a"] == {"shape": [2, 3], "datatype": "<f4", "data": [1, 2, 3, 4, 5, 6]}
+    assert one["b"]["data"] == ["hi", "yo"]
+    assert list(json.loads(rows["p2"]["inputs"])) == ["a"]
+    assert json.loads(rows["p2"]["outputs"])["z"]["data"] == [2, -2]
+    assert rows["p3"]["outputs"] is None
+    assert rows["p4"]["metadata"] == {"i": 4} and rows["p0"]["metadata"] == {}
+    assert rows["p4"]["ts"] == pytest.approx(104.002) and rows["p4"]["latency_ms"] == 2.0
+
+
+def test_a_malformed_record_is_counted_lost_not_raised(sqlite_url: str, tmp_path: Path) -> None:
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        bad = PredictionRecord("bad", "iris", "1", inputs=np.ones(3))  # type: ignore[arg-type]
+        assert log.record(bad) is False
+        assert log.record(make_record(1))
+        assert log.flush(timeout=30)
+        assert logged_ids(sqlite_url, log) == ["req-1"]
+        assert (log.stats.lost, log.stats.written) == (1, 1)
+
+
 def test_postgres_stopped_mid_run_every_record_present(
     postgres: PostgresServer, pg_url: str, tmp_path: Path
 ) -> None:

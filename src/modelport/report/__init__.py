@@ -1,5 +1,6 @@
 """How a model does in production, from its prediction log: traffic, latency, errors,
-accuracy from feedback, and drift against a reference data set (PSI, Kolmogorov-Smirnov).
+accuracy from feedback, and drift against a reference data set (PSI, Kolmogorov-Smirnov); per
+version, and each shadow candidate against its primary (:class:`Comparison`).
 
 Render with :func:`print_report` (terminal), :func:`write_html` (plots embedded) or
 :func:`report_registry` (Prometheus gauges). Needs ``pip install "modelport[store]"``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,12 +32,14 @@ log = logging.getLogger("modelport.runtime")
 
 
 def new_id() -> str:
-    """A new prediction id: 128 random bits as 32 hex digits.
+    """A new prediction id: 32 hex digits, the time in milliseconds then 80 random bits.
 
-    Ids must be unique, not secret: ``random`` (reseeded from the OS at start and in every
-    forked child) gives them without uuid4's system call per request.
+    Time first (as in UUIDv7) keeps the prediction log's request-id index appending at its
+    end instead of touching a random page per insert. Ids must be unique, not secret:
+    ``random`` (reseeded from the OS at start and in every forked child) gives them without
+    uuid4's system call per request.
     """
-    return f"{random.getrandbits(128):032x}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 class Metrics(Protocol):

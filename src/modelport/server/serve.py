@@ -110,6 +110,8 @@ async def serve_async(
         log_config=None,
         access_log=False,
         server_header=False,
+        # X-Forwarded-* rewriting costs every request; the app logs its own request ids.
+        proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = _server_class()(config)

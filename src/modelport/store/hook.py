@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .log import PredictionLog
-from .records import PredictionRecord
 
 if TYPE_CHECKING:
     from ..runtime.dataplane import DataPlane
@@ -19,20 +18,7 @@ def observer(log: PredictionLog) -> Callable[[Prediction], None]:
     """A runner observer that hands each prediction to ``log`` (never blocks, never raises)."""
 
     def observe(p: Prediction) -> None:
-        log.record(
-            PredictionRecord(
-                request_id=p.id,
-                model=p.model,
-                version=p.version,
-                inputs=p.inputs,
-                outputs=p.outputs if p.error is None else None,
-                latency_ms=p.duration * 1000.0,
-                status=p.status,
-                error=p.error,
-                metadata=p.metadata,
-                time=p.started + p.duration,
-            )
-        )
+        log.record_prediction(p)
 
     return observe
 

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from .records import PredictionRecord
 
 if TYPE_CHECKING:
+    from ..runtime.runner import Prediction
     from .db import Database
     from .spool import Spool
     from .writer import Inbox, Writer
@@ -145,13 +146,31 @@ class PredictionLog:
 
         Never blocks and never raises.
         """
+        r = record
+        return self._put(
+            r.record_id or None, r.request_id, r.model, r.version, r.time, r.latency_ms,
+            r.status, r.error, r.metadata, r.inputs, r.outputs,
+        )  # fmt: skip
+
+    def record_prediction(self, p: Prediction) -> bool:
+        """:meth:`record` for the runtime's own ``Prediction`` (arrays not copied)."""
+        return self._put(
+            None, p.id, p.model, p.version, p.started + p.duration, p.duration * 1000.0,
+            p.status, p.error, p.metadata, p.inputs, p.outputs if p.error is None else None,
+        )  # fmt: skip
+
+    def _put(self, *fields: Any) -> bool:
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             with self._lock:
                 self._sampled_out += 1
             return False
         if self._closed:
             return self._drop("the log is closed")
-        if not self._inbox.put(record):
+        try:
+            queued = self._inbox.put(*fields)
+        except Exception as exc:
+            return self._drop(f"a record could not be queued: {type(exc).__name__}: {exc}")
+        if not queued:
             return self._drop(f"the write queue is full ({self._inbox.maxsize} records)")
         return True
 
@@ -230,7 +249,7 @@ class PredictionLog:
         w = self._writer.stats
         with self._lock:
             sampled_out, dropped = self._sampled_out, self._dropped
-        queued = sum(1 for item in list(self._inbox.items) if isinstance(item, PredictionRecord))
+        queued = self._inbox.count
         queued += self._writer.queued
         written, spooled, lost = w.written, w.spooled, w.lost
         return LogStats(

@@ -1,19 +1,17 @@
-"""What the prediction log stores: records, their row encoding, and feedback validation.
+"""What the prediction log takes: records, and validation of caller metadata and feedback.
 
-Nothing here touches a database, so the runtime can build records without SQLAlchemy.
-Encoding arrays to JSON happens in :func:`to_row`, which the background writer calls, never the
-request path.
+Nothing here touches a database, so the runtime can build records without SQLAlchemy. Records
+become rows in :mod:`.rows`, in the background writer, never on the request path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +23,7 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "RESERVED_METADATA_KEYS",
     "PredictionRecord",
-    "encode_tensors",
     "new_record_id",
-    "to_row",
     "validate_feedback",
     "validate_metadata",
 ]
@@ -80,103 +76,6 @@ class PredictionRecord:
 def new_record_id() -> str:
     """A unique id: 64 random bits for this process, then a counter (no syscall per record)."""
     return f"{_PROCESS_ID}{next(_COUNTER):016x}"
-
-
-def encode_tensors(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Named arrays as JSON-ready ``{name: {"shape", "datatype", "data"}}`` (data flattened)."""
-    encoded: dict[str, Any] = {}
-    for name, value in tensors.items():
-        array = np.asarray(value)
-        if array.dtype.kind in "SUO":
-            data: list[Any] = [_text(v) for v in array.reshape(-1)]
-        else:
-            data = array.reshape(-1).tolist()
-        encoded[name] = {"shape": list(array.shape), "datatype": array.dtype.str, "data": data}
-    return encoded
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _summary(tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Shape and dtype of each array, without the data: what is kept above the size limit."""
-    return {
-        name: {"shape": list(np.shape(value)), "datatype": np.asarray(value).dtype.str}
-        for name, value in tensors.items()
-    }
-
-
-def _json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=_default).encode()
-
-
-def _fast_dumps() -> Callable[[Any], bytes] | None:
-    try:
-        import orjson
-    except ImportError:
-        return None
-    option = orjson.OPT_SERIALIZE_NUMPY
-
-    def dumps(value: Any) -> bytes:
-        return orjson.dumps(value, default=_default, option=option)  # type: ignore[no-any-return]
-
-    return dumps
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):  # orjson hands over arrays it cannot write itself
-        raise TypeError(f"array of {value.dtype} left to the general encoder")
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-_dumps = _fast_dumps() or _json_dumps
-
-
-def _tensors_json(tensors: Mapping[str, np.ndarray]) -> bytes:
-    # orjson writes numeric arrays itself, several times faster than tolist() + json; arrays it
-    # does not take (text, float16, big-endian, non-contiguous) go the slow, general way.
-    if _dumps is not _json_dumps:
-        try:
-            return _dumps(
-                {
-                    name: {"shape": a.shape, "datatype": a.dtype.str, "data": a.reshape(-1)}
-                    for name, a in tensors.items()
-                }
-            )
-        except (TypeError, AttributeError):  # AttributeError: not an ndarray
-            pass
-    return _dumps(encode_tensors(tensors))
-
-
-def to_row(record: PredictionRecord, max_input_bytes: int) -> dict[str, Any]:
-    """The database row for ``record``; inputs above ``max_input_bytes`` keep only a summary."""
-    encoded = _tensors_json(record.inputs)
-    size = len(encoded)
-    digest = hashlib.sha256(encoded).hexdigest()
-    truncated = size > max_input_bytes
-    inputs_json = (_dumps(_summary(record.inputs)) if truncated else encoded).decode()
-    outputs = None if record.outputs is None else _tensors_json(record.outputs).decode()
-    return {
-        "record_id": record.record_id or new_record_id(),
-        "request_id": record.request_id,
-        "model": record.model,
-        "version": record.version,
-        "ts": float(record.time),
-        "inputs": inputs_json,
-        "inputs_sha256": digest,
-        "inputs_bytes": size,
-        "inputs_truncated": truncated,
-        "outputs": outputs,
-        "latency_ms": float(record.latency_ms),
-        "status": record.status,
-        "error": record.error,
-        "metadata": _dumps(dict(record.metadata or {})).decode(),
-    }
 
 
 def validate_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
