@@ -132,8 +132,7 @@ class Model:
                     f"model {self.name!r} returned {len(result)} outputs, its signature "
                     f"declares {len(names)}: {names}"
                 )
-            keys = names or [f"output_{i}" for i in range(len(result))]
-            return dict(zip(keys, result))
+            return dict(zip(output_names_of(self, len(result)), result))
         return {names[0] if names else "output_0": np.asarray(result)}
 
     def single_input_name(self) -> str:
