@@ -1,11 +1,21 @@
 """``python -m bench.prediction_log``: what the prediction log costs a served model.
 
-Serves the W1 (tiny MLP) workload with ``modelport serve``, with and without ``--log-db``,
-and measures throughput with wrk at one concurrency, and the server's CPU per request; the two
-configurations alternate, so a noisy neighbour hurts both alike, and the median of each is
-kept. Then checks that every
-answered request was logged (rows >= requests wrk counted) and none was lost. Also times the
-log in-process: ``record()`` on the caller's side and the writer's drain rate.
+Serves the W1 (tiny MLP) workload with ``modelport serve`` and measures throughput with wrk at
+one concurrency, and the CPU per request of the server and of its writer process, in modes
+that alternate (so a noisy neighbour hurts all alike; medians are kept):
+
+- ``off``: no prediction log;
+- ``thread``: ``--log-writer thread``, the writer a thread of the server;
+- ``process``: ``--log-writer process``, the writer process on the server's CPUs;
+- ``process-split``: the same, the writer process moved to the load generator's CPUs;
+- ``off-neighbour``: no log, but :mod:`bench.log_neighbour` doing the same logging work at
+  the rate ``process-split`` logged, on the load generator's CPUs: the control that tells what
+  the writer's work costs the server through the machine (shared caches and memory, a VM's
+  vCPUs) rather than through modelport.
+
+Then checks that every answered request was logged (rows >= requests wrk counted) and none was
+lost. Also times the log in-process: ``record()`` on the caller's side, the drain rate, and the
+caller's CPU per record.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -28,38 +40,89 @@ from .workloads import W1, build
 HERE = Path(__file__).resolve().parent
 
 
-def in_process(records: int) -> dict[str, float]:
-    """µs per ``record()`` call and per record written (drain), into a fresh SQLite file."""
+def in_process(records: int, per_call: int = 32) -> dict[str, dict[str, float]]:
+    """Per writer: µs per ``record()`` call, per record written (drain), and this process's
+    CPU per record over both (the writer thread's included, a writer process's not); then the
+    same per record for ``record_call()`` with ``per_call`` requests per model call, the
+    server's path."""
     from modelport.store import PredictionLog, PredictionRecord
 
     x, y = W1.row(), W1.expected().astype(np.float32)
+    result = {}
+    for writer in ("thread", "process"):
+        with tempfile.TemporaryDirectory() as tmp:
+            log = PredictionLog.open(
+                f"sqlite:///{tmp}/log.db", spool_dir=f"{tmp}/spool", writer=writer
+            )
+            log.flush()  # a writer process is started and ready
+            batch = [
+                PredictionRecord(f"r{i}", "w1", "1", {"x": x}, {"y": y}, latency_ms=1.0)
+                for i in range(records)
+            ]
+            cpu = time.process_time()
+            started = time.perf_counter()
+            for record in batch:
+                log.record(record)
+            queued = time.perf_counter()
+            log.flush()
+            drained = time.perf_counter()
+            cpu = time.process_time() - cpu
+            log.close()
+        result[writer] = {
+            "record_us": round((queued - started) / records * 1e6, 2),
+            "drain_us_per_record": round((drained - started) / records * 1e6, 2),
+            "this_process_cpu_us_per_record": round(cpu / records * 1e6, 2),
+        }
+        result[f"{writer}, record_call"] = _in_process_calls(writer, records, per_call)
+    return result
+
+
+def _in_process_calls(writer: str, records: int, per_call: int) -> dict[str, float]:
+    from modelport.store import PredictionLog
+
+    xs = np.repeat(W1.row(), per_call, axis=0)
+    ys = np.repeat(W1.expected().astype(np.float32), per_call, axis=0)
+    calls = records // per_call
     with tempfile.TemporaryDirectory() as tmp:
-        log = PredictionLog.open(f"sqlite:///{tmp}/log.db", spool_dir=f"{tmp}/spool")
-        batch = [
-            PredictionRecord(f"r{i}", "w1", "1", {"x": x}, {"y": y}, latency_ms=1.0)
-            for i in range(records)
-        ]
+        log = PredictionLog.open(f"sqlite:///{tmp}/log.db", spool_dir=f"{tmp}/spool", writer=writer)
+        log.flush()
+        contexts = [[(f"c{c}-{k}", 1.0, None) for k in range(per_call)] for c in range(calls)]
+        rows = [1] * per_call
+        cpu = time.process_time()
         started = time.perf_counter()
-        for record in batch:
-            log.record(record)
+        for c in range(calls):
+            log.record_call("w1", "1", 2.0, contexts[c], rows, {"x": xs}, {"y": ys})
         queued = time.perf_counter()
         log.flush()
         drained = time.perf_counter()
+        cpu = time.process_time() - cpu
         log.close()
+    n = calls * per_call
     return {
-        "record_us": (queued - started) / records * 1e6,
-        "drain_us_per_record": (drained - started) / records * 1e6,
+        "record_us": round((queued - started) / n * 1e6, 2),
+        "drain_us_per_record": round((drained - started) / n * 1e6, 2),
+        "this_process_cpu_us_per_record": round(cpu / n * 1e6, 2),
     }
 
 
-def _serve(log_db: str | None, work: Path, cpus: str | None) -> tuple[Server, int]:
+def _serve(log_db: str | None, writer: str, work: Path, cpus: str | None) -> tuple[Server, int]:
     bodies = build(W1, work)
     port = free_port()
     server = modelport_serve(bodies, port, free_port(), cpus=None, log=work / "serve.log")
     if log_db is not None:
-        server.cmd += ["--log-db", log_db]
+        server.cmd += ["--log-db", log_db, "--log-writer", writer]
     server.cmd = pinned(server.cmd, cpus)
     return server, port
+
+
+def _writer_pid(pid: int) -> int | None:
+    """The prediction-log writer process among ``pid``'s children, if any."""
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"modelport.store.child" in cmdline:
+                return int(child)
+    return None
 
 
 def _ready(port: int) -> bool:
@@ -81,20 +144,36 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+MODES = {
+    "off": (False, "", False),
+    "thread": (True, "thread", False),
+    "process": (True, "process", False),
+    "process-split": (True, "process", True),
+    "off-neighbour": (False, "", True),
+}
+"""mode → (log on, writer, the logging work on the client's CPUs)."""
+
+
 def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    """Requests/s, and the server's CPU per request, without and with the log, alternating
-    ``repeats`` times. CPU per request moves less than requests/s when neighbours take CPU."""
+    """Requests/s, and the server's (and writer process's) CPU per request, without the log
+    and with each writer, the modes alternating ``repeats`` times; medians are kept. CPU per
+    request moves less than requests/s when neighbours take CPU."""
     from modelport.store.db import Database
 
     body = build(W1, work).json_request
-    rps: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_us: dict[str, list[float]] = {"off": [], "on": []}
+    modes = args.modes.split(",")
+    rps: dict[str, list[float]] = {m: [] for m in modes}
+    cpu_us: dict[str, list[float]] = {m: [] for m in modes}
+    writer_us: dict[str, list[float]] = {m: [] for m in modes}
     answered = 0
     lost = 0.0
     db_url = args.log_db or f"sqlite:///{work / 'bench-log.db'}"
+    split_rate = 15_000.0  # records/s of the last process-split run, for off-neighbour
     for _ in range(args.repeats):
-        for mode in ("off", "on"):
-            server, port = _serve(db_url if mode == "on" else None, work, args.server_cpus)
+        for mode in modes:
+            log_on, writer, split = MODES[mode]
+            server, port = _serve(db_url if log_on else None, writer, work, args.server_cpus)
+            neighbour = None
             with server:
                 server.wait_until(partial(_ready, port))
                 url = f"http://{HOST}:{port}/v2/models/{W1.key}/infer"
@@ -102,37 +181,79 @@ def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     url, body, connections=args.concurrency, seconds=1, cpus=args.client_cpus
                 )
                 assert server.proc is not None
+                child = _writer_pid(server.proc.pid) if writer == "process" else None
+                if writer == "process" and child is None:
+                    raise RuntimeError("no writer process found under the server")
+                if split and child is not None and args.client_cpus is not None:
+                    for task in Path(f"/proc/{child}/task").iterdir():  # every thread
+                        os.sched_setaffinity(int(task.name), _cpu_set(args.client_cpus))
+                if mode == "off-neighbour":
+                    neighbour = _neighbour(split_rate, args, work)
+                    child = neighbour.writer_pid  # type: ignore[attr-defined]
                 before = _cpu_seconds(server.proc.pid)
+                child_before = _cpu_seconds(child) if child else 0.0
                 sample = wrk_sample(
                     url, body, connections=args.concurrency, seconds=args.seconds,
                     cpus=args.client_cpus,
                 )  # fmt: skip
                 used = _cpu_seconds(server.proc.pid) - before
+                child_used = (_cpu_seconds(child) - child_before) if child else 0.0
+                if neighbour is not None:
+                    neighbour.wait(timeout=args.seconds + 60)
+                if mode == "process-split":
+                    split_rate = sample.rps
                 rps[mode].append(sample.rps)
                 cpu_us[mode].append(used / max(sample.requests, 1) * 1e6)
-                if mode == "on":
+                writer_us[mode].append(child_used / max(sample.requests, 1) * 1e6)
+                if log_on:
                     answered += sample.requests
                     lost += _lost(port)
     db = Database(db_url)
     logged = db.count(W1.key)
     db.dispose()
-    off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
-    cpu_off, cpu_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
-    return {
-        "rps_off": off,
-        "rps_on": on,
-        "loss_percent": (off - on) / off * 100,
-        "samples_off": rps["off"],
-        "samples_on": rps["on"],
-        "server_cpu_us_per_request_off": cpu_off,
-        "server_cpu_us_per_request_on": cpu_on,
-        "cpu_cost_percent": (cpu_on - cpu_off) / cpu_off * 100,
-        "cpu_samples_off": cpu_us["off"],
-        "cpu_samples_on": cpu_us["on"],
-        "logged_rows": logged,
-        "wrk_requests_with_log": answered,
-        "lost": lost,
-    }
+    result: dict[str, object] = {}
+    base = statistics.median(rps["off"]) if "off" in rps else None
+    cpu_base = statistics.median(cpu_us["off"]) if "off" in cpu_us else None
+    for mode in modes:
+        r, c = statistics.median(rps[mode]), statistics.median(cpu_us[mode])
+        result[mode] = {
+            "rps": round(r, 1),
+            "loss_percent": None if base is None else round((base - r) / base * 100, 1),
+            "server_cpu_us_per_request": round(c, 1),
+            "server_cpu_cost_percent": (
+                None if cpu_base is None else round((c - cpu_base) / cpu_base * 100, 1)
+            ),
+            # off-neighbour: the neighbour's writer process, per request the server answered
+            "writer_process_cpu_us_per_request": round(statistics.median(writer_us[mode]), 1),
+            "rps_samples": [round(x, 1) for x in rps[mode]],
+            "cpu_samples": [round(x, 1) for x in cpu_us[mode]],
+        }
+    result["logged_rows"] = logged
+    result["wrk_requests_with_log"] = answered
+    result["lost"] = lost
+    return result
+
+
+def _neighbour(rate: float, args: argparse.Namespace, work: Path) -> subprocess.Popen[bytes]:
+    """:mod:`bench.log_neighbour` at ``rate`` for the next sample, once it is logging."""
+    cmd = [sys.executable, "-m", "bench.log_neighbour", str(rate), str(args.seconds + 1)]
+    cmd.append(f"sqlite:///{work / 'neighbour.db'}")
+    proc = subprocess.Popen(pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != b"logging":
+        raise RuntimeError(f"bench.log_neighbour did not start: {line!r}")
+    proc.writer_pid = int(line[1])  # type: ignore[attr-defined]
+    return proc
+
+
+def _cpu_set(spec: str) -> set[int]:
+    """A taskset CPU list (``"1"``, ``"0,2"``, ``"1-3"``) as a set."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,6 +266,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the server")
     parser.add_argument("--client-cpus", default="1", help="taskset CPU list for wrk")
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated: off (no log), thread, process (the writer process on the "
+        "server's CPUs), process-split (the writer process moved to the client's CPUs)",
+    )
     args = parser.parse_args(argv)
     if args.no_pin:
         args.server_cpus = args.client_cpus = None

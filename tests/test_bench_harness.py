@@ -343,3 +343,35 @@ def test_load_generators_fail_clearly(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(HarnessError, match="wrk is not installed"):
         wrk_sample(f"http://{closed}/", bodies.json_request, connections=1, seconds=1, cpus=None)
+
+
+def test_log_neighbour_logs_every_record_it_counts(tmp_path: Path) -> None:
+    """The prediction-log benchmark's control: it logs what it says it logged."""
+    import subprocess
+    import sys
+
+    from modelport.store.db import Database
+
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.log_neighbour", "4000", "0.5", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("logging ")
+    counted = int(done.stderr.split("neighbour: ")[1].split()[0])
+    db = Database(url)
+    try:
+        assert counted > 0 and db.count("neighbour") == counted
+    finally:
+        db.dispose()
+
+
+def test_cpu_lists_parse_as_taskset_reads_them() -> None:
+    from bench.prediction_log import _cpu_set
+
+    assert _cpu_set("1") == {1}
+    assert _cpu_set("0,2-4") == {0, 2, 3, 4}

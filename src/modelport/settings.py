@@ -71,6 +71,9 @@ class Settings:
     """Prediction log database (file path, sqlite:///…, postgresql://…); None logs nothing."""
     log_sample_rate: float = 1.0
     """Share of requests the prediction log records."""
+    log_writer: str = "process"
+    """``process``: the prediction log encodes and writes rows in a child process, off the
+    serving process's CPU and GIL; ``thread``: in a thread of the serving process."""
     watch: bool = True
     """Poll the model repository: new version directories go live, removed ones unload."""
     watch_interval: float = 2.0
@@ -109,6 +112,8 @@ class Settings:
                 "the admin API needs an auth token (--auth-token): management endpoints open "
                 "to anyone who reaches the port are how TorchServe's ShellTorch happened"
             )
+        if self.log_writer not in ("process", "thread"):
+            raise ConfigError(f"log_writer must be 'process' or 'thread', got {self.log_writer!r}")
         if not 0.0 <= self.log_sample_rate <= 1.0:
             raise ConfigError(
                 f"log_sample_rate must be between 0 and 1, got {self.log_sample_rate}"
@@ -163,6 +168,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "trust": _bool,
     "log_db": _optional(str),
     "log_sample_rate": float,
+    "log_writer": lambda v: str(v).lower(),
     "watch": _bool,
     "watch_interval": float,
     "swap_policy": lambda v: str(v).lower(),

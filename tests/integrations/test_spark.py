@@ -127,9 +127,7 @@ class Probe(modelport.Model):
 """
 
 
-def test_each_python_worker_loads_once(
-    spark: Any, features: np.ndarray, tmp_path: Path
-) -> None:
+def test_each_python_worker_loads_once(spark: Any, features: np.ndarray, tmp_path: Path) -> None:
     # The model itself reports which process answered and how often it was loaded there.
     (tmp_path / "model.py").write_text(PROBE)
     df = _frame(spark, features, partitions=8)

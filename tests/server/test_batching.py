@@ -88,34 +88,66 @@ def test_concurrent_requests_merge_and_each_gets_its_rows() -> None:
     assert fn.calls == [2, 38]  # the first alone, the 19 that queued behind it as one batch
 
 
-def test_failing_request_is_isolated_from_its_batch() -> None:
-    fn = Recorder()
+UNLUCKY = [float(-v) for v in range(1, 17)]
+UNLUCKY[5] = 13.0  # the request the Recorder fails on
+
+
+def run_unlucky_batch(fn: Recorder, first: list[float], **batcher_args: Any) -> list[Any]:
+    """Request ``r0`` (``first``) runs alone, held, while 16 one-row requests ``r1``..``r16``
+    (:data:`UNLUCKY`, ``r6`` failing) queue behind it; their results (or errors), in order."""
     fn.release.clear()
 
     async def main() -> list[Any]:
-        batcher = Batcher(fn, name="m", max_batch_size=64)
-        first = asyncio.create_task(batcher.submit(rows([0]), 1))
+        batcher = Batcher(fn, name="m", max_batch_size=64, **batcher_args)
+        tasks = [asyncio.create_task(batcher.submit(rows(first), len(first), context="r0"))]
         await asyncio.sleep(0.01)
-        values = [float(-v) for v in range(1, 17)]
-        values[5] = 13.0
-        tasks = [asyncio.create_task(batcher.submit(rows([v]), 1)) for v in values]
+        tasks += [
+            asyncio.create_task(batcher.submit(rows([v]), 1, context=f"r{k + 1}"))
+            for k, v in enumerate(UNLUCKY)
+        ]
         while batcher.depth < 16:
             await asyncio.sleep(0.001)
         fn.release.set()
         try:
-            return await asyncio.gather(first, *tasks, return_exceptions=True)
+            return await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await batcher.close()
 
-    results = run(main())
+    return run(main())  # type: ignore[no-any-return]
+
+
+def test_failing_request_is_isolated_from_its_batch() -> None:
+    fn = Recorder()
+    results = run_unlucky_batch(fn, [0])
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(errors) == 1 and isinstance(errors[0], PredictionError)
     assert "ValueError: unlucky" in str(errors[0])
     assert isinstance(results[6], PredictionError)
-    for r, v in zip(results, [0.0, *(-v for v in range(1, 17))]):
+    for r, v in zip(results, [0.0, *UNLUCKY]):
         if not isinstance(r, BaseException):
             assert r["y"].item() == 2 * v + 1
     assert 16 in fn.calls  # the whole batch was tried first
+
+
+def test_on_done_sees_each_model_call_that_answered_and_its_requests() -> None:
+    """What a prediction log records from: each call that answered, with the contexts of its
+    requests in row order; the failed request is in none, nor is a split batch's failed try."""
+    calls: list[tuple[list[Any], list[int], np.ndarray, np.ndarray]] = []
+
+    def on_done(contexts: list[Any], rows: list[int], inputs: Any, outputs: Any) -> None:
+        calls.append((contexts, rows, inputs["x"].ravel(), outputs["y"].ravel()))
+
+    results = run_unlucky_batch(Recorder(), [0, 0.5], on_done=on_done)
+    assert isinstance(results[6], PredictionError)
+    seen = [c for contexts, _, _, _ in calls for c in contexts]
+    assert sorted(seen) == sorted(f"r{k}" for k in range(17) if k != 6)
+    assert calls[0][:2] == (["r0"], [2])
+    values = {"r0": [0.0, 0.5], **{f"r{k + 1}": [v] for k, v in enumerate(UNLUCKY)}}
+    for contexts, counts, x, y in calls:
+        assert counts == [len(values[c]) for c in contexts]
+        np.testing.assert_array_equal(x, [v for c in contexts for v in values[c]])
+        np.testing.assert_array_equal(y, x * 2 + 1)
+    assert len(calls) > 2  # the batch of 16 was answered in pieces around the failure
 
 
 def test_bounded_queue_refuses_at_once() -> None:

@@ -228,6 +228,10 @@ def test_settings_precedence_and_validation(tmp_path: Path) -> None:
         Settings.load(config_file=file)
     with pytest.raises(ConfigError, match="log_level"):
         Settings.load({"log_level": "loud"})
+    assert Settings().log_writer == "process"
+    assert Settings.load(environ={"MODELPORT_LOG_WRITER": "Thread"}).log_writer == "thread"
+    with pytest.raises(ConfigError, match="log_writer must be 'process' or 'thread', got 'fork'"):
+        Settings.load({"log_writer": "fork"})
 
 
 def test_port_in_use_is_a_clear_error(tiny_onnx: Path) -> None:

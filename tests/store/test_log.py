@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,14 @@ from modelport.store import PredictionLog, PredictionRecord
 from modelport.store.schema import schema_version
 from modelport.store.spool import Spool
 from tests.store.pg import PostgresServer, _free_port
+
+OpenLog = Callable[..., PredictionLog]
+
+
+@pytest.fixture(params=["process", "thread"])
+def open_log(request: pytest.FixtureRequest) -> OpenLog:
+    """``PredictionLog.open`` with each writer: a child process, and a thread."""
+    return functools.partial(PredictionLog.open, writer=request.param)
 
 
 def make_record(i: int, model: str = "iris", **kw: object) -> PredictionRecord:
@@ -47,8 +57,10 @@ def hammer(log: PredictionLog, threads: int, per_thread: int, offset: int = 0) -
         th.join()
 
 
-def test_every_record_present_after_concurrent_logging(db_url: str, tmp_path: Path) -> None:
-    with PredictionLog.open(db_url, spool_dir=tmp_path / "spool", batch_size=64) as log:
+def test_every_record_present_after_concurrent_logging(
+    db_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    with open_log(db_url, spool_dir=tmp_path / "spool", batch_size=64) as log:
         hammer(log, threads=16, per_thread=150)
         assert log.flush(timeout=60)
         ids = logged_ids(db_url, log)
@@ -57,9 +69,11 @@ def test_every_record_present_after_concurrent_logging(db_url: str, tmp_path: Pa
     assert (stats.received, stats.written, stats.lost, stats.spooled) == (2400, 2400, 0, 0)
 
 
-def test_record_round_trips_inputs_outputs_and_metadata(db_url: str, tmp_path: Path) -> None:
+def test_record_round_trips_inputs_outputs_and_metadata(
+    db_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
     big = np.arange(5000, dtype=np.int64).reshape(1, 5000)
-    with PredictionLog.open(db_url, spool_dir=tmp_path / "spool", max_input_bytes=1000) as log:
+    with open_log(db_url, spool_dir=tmp_path / "spool", max_input_bytes=1000) as log:
         log.record(make_record(3, metadata={"user": "ana", "tags": ["a"]}, status="ok"))
         log.record(
             PredictionRecord(
@@ -95,14 +109,14 @@ def test_record_round_trips_inputs_outputs_and_metadata(db_url: str, tmp_path: P
 
 
 def test_runtime_predictions_with_several_tensors_round_trip(
-    sqlite_url: str, tmp_path: Path
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
 ) -> None:
     """The runtime's path (record_prediction): records of different tensor counts, failed ones
     and flush markers interleaved in the inbox come out whole and in order."""
     from modelport.runtime.runner import Prediction
 
     a, b = np.arange(6, dtype=np.float32).reshape(2, 3), np.array([b"hi", b"yo"], dtype=object)
-    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+    with open_log(sqlite_url, spool_dir=tmp_path / "spool") as log:
         for i in range(5):
             ins = {"a": a + i, "b": b} if i % 2 else {"a": a + i}
             outs = {"y": a[:, :1] * i, "z": np.array([i, -i])}
@@ -125,8 +139,49 @@ def test_runtime_predictions_with_several_tensors_round_trip(
     assert rows["p4"]["ts"] == pytest.approx(104.002) and rows["p4"]["latency_ms"] == 2.0
 
 
-def test_a_malformed_record_is_counted_lost_not_raised(sqlite_url: str, tmp_path: Path) -> None:
-    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+def test_a_model_calls_requests_are_split_back_into_their_records(
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    """``record_call``: one hand-over for a batch; each request comes out with its own rows,
+    metadata and latency; requests without a context (their caller gone) are not recorded."""
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    words = np.array(["a", "b", "c", "d", "e", "f"], dtype=object)
+    y = np.arange(6, dtype=np.int64) * 10
+    contexts = [("c0", 99.0, {"user": "ana"}), None, ("c2", 99.5, None)]
+    with open_log(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        queued = log.record_call(
+            "batched", "3", 100.0, contexts, [2, 1, 3], {"x": x, "w": words}, {"y": y}
+        )
+        assert queued == 2
+        # A lone request's call is kept whole: its outputs need not have its input rows.
+        one = log.record_call("batched", "3", 101.0, [("c3", 100.0, None)], [1],
+                              {"x": x[:1], "w": words[:1]}, {"y": np.float32(7.5)})  # fmt: skip
+        assert one == 1
+        assert log.flush(timeout=30)
+        rows = {r["request_id"]: r for r in log.predictions("batched")}
+        stats = log.stats
+    assert list(rows) == ["c0", "c2", "c3"]
+    c0, c2, c3 = (json.loads(rows[k]["inputs"]) for k in ("c0", "c2", "c3"))
+    assert c0["x"] == {"shape": [2, 2], "datatype": "<f4", "data": [0, 1, 2, 3]}
+    assert c0["w"]["data"] == ["a", "b"] and c2["w"]["data"] == ["d", "e", "f"]
+    assert c2["x"] == {"shape": [3, 2], "datatype": "<f4", "data": list(range(6, 12))}
+    assert json.loads(rows["c0"]["outputs"])["y"]["data"] == [0, 10]
+    assert json.loads(rows["c2"]["outputs"])["y"] == {
+        "shape": [3], "datatype": "<i8", "data": [30, 40, 50]
+    }  # fmt: skip
+    assert json.loads(rows["c3"]["outputs"])["y"] == {"shape": [], "datatype": "<f4", "data": [7.5]}
+    assert c3["x"]["shape"] == [1, 2]
+    assert rows["c0"]["metadata"] == {"user": "ana"} and rows["c2"]["metadata"] == {}
+    assert rows["c0"]["latency_ms"] == pytest.approx(1000.0)
+    assert rows["c2"]["latency_ms"] == pytest.approx(500.0) and rows["c2"]["ts"] == 100.0
+    assert all(r["status"] == "ok" and r["version"] == "3" for r in rows.values())
+    assert (stats.received, stats.written, stats.lost) == (3, 3, 0)
+
+
+def test_a_malformed_record_is_counted_lost_not_raised(
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    with open_log(sqlite_url, spool_dir=tmp_path / "spool") as log:
         bad = PredictionRecord("bad", "iris", "1", inputs=np.ones(3))  # type: ignore[arg-type]
         assert log.record(bad) is False
         assert log.record(make_record(1))
@@ -136,9 +191,9 @@ def test_a_malformed_record_is_counted_lost_not_raised(sqlite_url: str, tmp_path
 
 
 def test_postgres_stopped_mid_run_every_record_present(
-    postgres: PostgresServer, pg_url: str, tmp_path: Path
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, open_log: OpenLog
 ) -> None:
-    log = PredictionLog.open(pg_url, spool_dir=tmp_path / "spool", batch_size=50)
+    log = open_log(pg_url, spool_dir=tmp_path / "spool", batch_size=50)
     try:
         hammer(log, threads=8, per_thread=100, offset=0)
         assert log.flush(timeout=60)
@@ -165,31 +220,33 @@ def test_postgres_stopped_mid_run_every_record_present(
 
 
 def test_spool_left_by_a_stopped_process_is_replayed_on_next_open(
-    postgres: PostgresServer, pg_url: str, tmp_path: Path
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, open_log: OpenLog
 ) -> None:
     postgres.stop()
     try:
-        log = PredictionLog.open(pg_url, spool_dir=tmp_path / "spool")  # opens with the db down
+        log = open_log(pg_url, spool_dir=tmp_path / "spool")  # opens with the db down
         hammer(log, threads=4, per_thread=50)
         assert not log.flush(timeout=30)
         log.close()
         assert log.stats.spooled == 200
     finally:
         postgres.start()
-    with PredictionLog.open(pg_url, spool_dir=tmp_path / "spool") as log:
+    with open_log(pg_url, spool_dir=tmp_path / "spool") as log:
         assert log.flush(timeout=60)
         assert log.stats.replayed == 200
         assert sorted(logged_ids(pg_url, log)) == sorted(f"req-{i}" for i in range(200))
     assert not list((tmp_path / "spool").glob("seg-*"))
 
 
-def test_spool_bound_exceeded_counts_the_loss_and_keeps_going(tmp_path: Path) -> None:
+def test_spool_bound_exceeded_counts_the_loss_and_keeps_going(
+    tmp_path: Path, open_log: OpenLog
+) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from modelport.store.metrics import PredictionLogCollector
 
     nowhere = f"postgresql://modelport@127.0.0.1:{_free_port()}/postgres"  # nothing listens
-    log = PredictionLog.open(nowhere, spool_dir=tmp_path / "spool", spool_limit_bytes=20_000)
+    log = open_log(nowhere, spool_dir=tmp_path / "spool", spool_limit_bytes=20_000)
     registry = CollectorRegistry()
     registry.register(PredictionLogCollector(log))
     try:
@@ -208,9 +265,11 @@ def test_spool_bound_exceeded_counts_the_loss_and_keeps_going(tmp_path: Path) ->
     assert "modelport_prediction_log_db_up 0.0" in text
 
 
-def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path, sqlite_url: str) -> None:
+def test_full_queue_drops_and_counts_without_blocking(
+    tmp_path: Path, sqlite_url: str, open_log: OpenLog
+) -> None:
     nowhere = f"postgresql://modelport@127.0.0.1:{_free_port()}/postgres"
-    log = PredictionLog.open(nowhere, spool_dir=tmp_path / "spool", queue_size=1)
+    log = open_log(nowhere, spool_dir=tmp_path / "spool", queue_size=1)
     try:
         accepted = [log.record(make_record(i)) for i in range(2000)]
         assert not all(accepted)
@@ -219,8 +278,8 @@ def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path, sqlite_url
         log.close(timeout=30)
 
 
-def test_sampling(sqlite_url: str, tmp_path: Path) -> None:
-    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.25) as log:
+def test_sampling(sqlite_url: str, tmp_path: Path, open_log: OpenLog) -> None:
+    with open_log(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.25) as log:
         for i in range(4000):
             log.record(make_record(i))
         assert log.flush(timeout=60)
@@ -229,7 +288,7 @@ def test_sampling(sqlite_url: str, tmp_path: Path) -> None:
     # Binomial(4000, 0.25): mean 1000, sd ~27; 6 sd either side.
     assert 840 < n < 1160
     assert stats.sampled_out == 4000 - n and stats.written == n
-    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.0) as log:
+    with open_log(sqlite_url, spool_dir=tmp_path / "s", sample_rate=0.0) as log:
         assert not log.record(make_record(1))
 
 
@@ -242,34 +301,36 @@ def test_sampling(sqlite_url: str, tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_are_config_errors(
-    sqlite_url: str, tmp_path: Path, kwargs: dict[str, float], message: str
+    sqlite_url: str, tmp_path: Path, kwargs: dict[str, float], message: str, open_log: OpenLog
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s", **kwargs)  # type: ignore[arg-type]
+        open_log(sqlite_url, spool_dir=tmp_path / "s", **kwargs)  # type: ignore[arg-type]
 
 
-def test_bad_url_is_a_config_error(tmp_path: Path) -> None:
+def test_bad_url_is_a_config_error(tmp_path: Path, open_log: OpenLog) -> None:
     with pytest.raises(ConfigError, match="unsupported log database URL scheme 'mysql'"):
-        PredictionLog.open("mysql://x@y/z", spool_dir=tmp_path)
+        open_log("mysql://x@y/z", spool_dir=tmp_path)
 
 
-def test_unusable_paths_are_config_errors(tmp_path: Path) -> None:
+def test_unusable_paths_are_config_errors(tmp_path: Path, open_log: OpenLog) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="cannot create the log's folder"):
-        PredictionLog.open(blocker / "logs" / "log.db", spool_dir=tmp_path / "s")
+        open_log(blocker / "logs" / "log.db", spool_dir=tmp_path / "s")
     with pytest.raises(ConfigError, match="cannot use spool directory"):
-        PredictionLog.open(tmp_path / "log.db", spool_dir=blocker / "spool")
+        open_log(tmp_path / "log.db", spool_dir=blocker / "spool")
 
 
-def test_schema_newer_than_the_code_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+def test_schema_newer_than_the_code_is_refused(
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
     with (
-        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s") as log,
+        open_log(sqlite_url, spool_dir=tmp_path / "s") as log,
         log.db.engine.begin() as conn,
     ):
         conn.execute(sa.update(schema_version).values(version=99))
     with pytest.raises(ConfigError, match="schema is version 99"):
-        PredictionLog.open(sqlite_url, spool_dir=tmp_path / "s")
+        open_log(sqlite_url, spool_dir=tmp_path / "s")
 
 
 def test_one_spool_directory_per_process(tmp_path: Path, sqlite_url: str) -> None:
@@ -302,18 +363,20 @@ def test_record_ids_differ_across_forked_processes() -> None:
     assert len(child) == len(mine) == 32 and child[:16] != mine[:16]
 
 
-def test_records_are_flushed_at_exit_without_close(tmp_path: Path) -> None:
+def test_records_are_flushed_at_exit_without_close(tmp_path: Path, open_log: OpenLog) -> None:
     import subprocess
     import sys
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
+    writer = open_log.keywords["writer"]  # type: ignore[attr-defined]
     script = (
         "import numpy as np\n"
         "from modelport.store import PredictionLog, PredictionRecord\n"
-        f"log = PredictionLog.open({url!r}, spool_dir={str(tmp_path / 's')!r})\n"
+        f"log = PredictionLog.open({url!r}, spool_dir={str(tmp_path / 's')!r}, "
+        f"writer={writer!r})\n"
         "for i in range(500):\n"
         "    log.record(PredictionRecord(f'r{i}', 'm', '1', {'x': np.ones((1, 2))}))\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
-    with PredictionLog.open(url, spool_dir=tmp_path / "s") as log:
+    with open_log(url, spool_dir=tmp_path / "s") as log:
         assert log.db.count("m") == 500

@@ -128,6 +128,15 @@ def body(x: np.ndarray, request_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def log_counter(url: str, outcome: str) -> float:
+    """The server's ``modelport_prediction_log_records_total`` for ``outcome``."""
+    metric = f'modelport_prediction_log_records_total{{outcome="{outcome}"}}'
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(metric):
+            return float(line.split()[-1])
+    raise AssertionError(f"{metric} not exported")
+
+
 def load(url: str, ids: list[str], threads: int = 8) -> dict[str, int]:
     """POST one tiny inference per id from ``threads`` threads; return id → predicted class."""
     answers: dict[str, int] = {}
@@ -214,14 +223,20 @@ def test_served_requests_are_logged_and_take_feedback(serve: Any, tmp_path: Path
     assert "requests: 201" in report.stdout and "accuracy 0.667 on 15 rows" in report.stdout
 
 
+@pytest.mark.parametrize("writer", ["process", "thread"])
 def test_postgres_restarted_under_served_load_loses_nothing(
-    serve: Any, postgres: PostgresServer, pg_url: str
+    serve: Any, postgres: PostgresServer, pg_url: str, writer: str
 ) -> None:
-    server = serve(pg_url)
+    server = serve(pg_url, env={"MODELPORT_LOG_WRITER": writer})
     load(server.url, [f"a-{i}" for i in range(150)])
     postgres.stop()
     try:
         load(server.url, [f"b-{i}" for i in range(150)])  # answered while the database is down
+        # The outage must be seen, not slept through: wait until the writer spooled.
+        give_up = time.monotonic() + HANG_GUARD
+        while log_counter(server.url, "spooled") == 0 and time.monotonic() < give_up:
+            time.sleep(0.1)
+        assert log_counter(server.url, "spooled") > 0
     finally:
         postgres.start()
     load(server.url, [f"c-{i}" for i in range(150)])

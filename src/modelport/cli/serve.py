@@ -65,6 +65,11 @@ def serve(
     log_sample_rate: float | None = typer.Option(
         None, help="Share of requests to log.  [default: 1.0]"
     ),
+    log_writer: str | None = typer.Option(
+        None,
+        help="process|thread: where the prediction log encodes and writes rows; 'process' "
+        "keeps that work off the serving process's CPU and GIL.  [default: process]",
+    ),
     watch: bool | None = typer.Option(
         None,
         "--watch/--no-watch",
@@ -112,6 +117,7 @@ def serve(
             "trust": trust,
             "log_db": log_db or (_default_log_db() if log_predictions else None),
             "log_sample_rate": log_sample_rate,
+            "log_writer": log_writer,
             "watch": watch,
             "watch_interval": watch_interval,
             "swap_policy": swap_policy,

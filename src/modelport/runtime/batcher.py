@@ -45,6 +45,10 @@ Outputs = dict[str, np.ndarray]
 BatchFn = Callable[[dict[str, np.ndarray]], Outputs]
 OnBatch = Callable[[int, Sequence[float]], None]
 """Called on the event loop with (rows in the batch, each request's queue wait in seconds)."""
+OnDone = Callable[[list[Any], list[int], dict[str, np.ndarray], Outputs], None]
+"""Called on the event loop after a model call that answered all of its requests: (each
+request's ``context`` from :meth:`Batcher.submit`, None for one whose caller had gone; each
+request's rows; the call's inputs; its outputs). Several requests' rows are stacked in order."""
 
 
 @dataclass(eq=False)
@@ -54,6 +58,7 @@ class _Item:
     key: tuple[Any, ...] | None
     """Requests with equal keys can be concatenated; None runs alone."""
     future: asyncio.Future[Outputs]
+    context: Any = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -78,6 +83,7 @@ class Batcher:
         max_queue_delay_ms: float = 1.0,
         max_queue_size: int = 1024,
         on_batch: OnBatch | None = None,
+        on_done: OnDone | None = None,
     ) -> None:
         self._fn = fn
         self.name = name
@@ -85,6 +91,7 @@ class Batcher:
         self._delay = max(0.0, max_queue_delay_ms) / 1000.0
         self.max_queue_size = max_queue_size
         self._on_batch = on_batch
+        self._on_done = on_done
         self._queue: deque[_Item] = deque()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"modelport-{name}")
         self._wakeup: asyncio.Event | None = None
@@ -105,9 +112,16 @@ class Batcher:
         return bool(self._running or self._queue)
 
     async def submit(
-        self, inputs: dict[str, np.ndarray], rows: int, timeout: float | None = None
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        timeout: float | None = None,
+        context: Any = None,
     ) -> Outputs:
-        """Run ``inputs`` (``rows`` rows) in a batch; its own output rows come back."""
+        """Run ``inputs`` (``rows`` rows) in a batch; its own output rows come back.
+
+        ``context`` is handed to ``on_done`` with the batch (a prediction log's request id).
+        """
         if self._closing:
             raise OverloadedError(f"model {self.name!r} is shutting down", retry_after=1.0)
         if len(self._queue) >= self.max_queue_size:
@@ -123,7 +137,7 @@ class Batcher:
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._dispatch())
         assert self._wakeup is not None
-        item = _Item(inputs, rows, _key(inputs), loop.create_future())
+        item = _Item(inputs, rows, _key(inputs), loop.create_future(), context)
         self._queue.append(item)
         self._wakeup.set()
         if timeout is None:
@@ -164,16 +178,26 @@ class Batcher:
                 self._on_batch(sum(i.rows for i in batch), [start - i.enqueued for i in batch])
             self._running = len(batch)
             try:
-                results = await loop.run_in_executor(self._executor, self._run, batch)
+                results, calls = await loop.run_in_executor(self._executor, self._run, batch)
             finally:
                 self._running = 0
+            contexts: list[Any] = []
             for item, result in zip(batch, results):
                 if item.future.done():  # timed out or cancelled meanwhile
+                    contexts.append(None)
                     continue
+                contexts.append(item.context)
                 if isinstance(result, BaseException):
                     item.future.set_exception(result)
                 else:
                     item.future.set_result(result)
+            if self._on_done is not None:
+                for first, stop, inputs, outputs in calls:
+                    try:
+                        rows = [item.rows for item in batch[first:stop]]
+                        self._on_done(contexts[first:stop], rows, inputs, outputs)
+                    except Exception:
+                        log.exception("batch observer of model %r failed", self.name)
             self._circulation = len(batch) + len(self._queue)
             self._last_end = time.perf_counter()
 
@@ -216,12 +240,18 @@ class Batcher:
 
     # -- in the worker thread ---------------------------------------------------------------
 
-    def _run(self, batch: list[_Item]) -> list[Outputs | BaseException]:
+    def _run(
+        self, batch: list[_Item], first: int = 0
+    ) -> tuple[list[Outputs | BaseException], list[_Call]]:
+        """Each request's outputs or error, and the model calls that answered (requests
+        ``first`` onwards of the dispatched batch)."""
         if len(batch) == 1:
+            inputs = batch[0].inputs
             try:
-                return [self._fn(batch[0].inputs)]
+                outputs = self._fn(inputs)
             except BaseException as exc:  # handed to the caller's future
-                return [_as_error(exc, self.name)]
+                return [_as_error(exc, self.name)], []
+            return [outputs], [(first, first + 1, inputs, outputs)]
         total = sum(item.rows for item in batch)
         joined = {
             name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs
@@ -233,18 +263,34 @@ class Batcher:
             # The model answers one request at a time: stop batching for it, and say so.
             log.warning("%s; dynamic batching is now off for this model", exc)
             self.max_batch_size = 1
-            return [result for item in batch for result in self._run([item])]
+            return self._merge([self._run([item], first + k) for k, item in enumerate(batch)])
         except Exception:
             # Isolate the failing request(s): retry each half on its own.
             mid = len(batch) // 2
-            return self._run(batch[:mid]) + self._run(batch[mid:])
+            return self._merge([self._run(batch[:mid], first), self._run(batch[mid:], first + mid)])
         results: list[Outputs | BaseException] = []
         start = 0
         for item in batch:
             stop = start + item.rows
             results.append({name: array[start:stop] for name, array in outputs.items()})
             start = stop
-        return results
+        return results, [(first, first + len(batch), joined, outputs)]
+
+    @staticmethod
+    def _merge(
+        parts: list[tuple[list[Outputs | BaseException], list[_Call]]],
+    ) -> tuple[list[Outputs | BaseException], list[_Call]]:
+        results: list[Outputs | BaseException] = []
+        calls: list[_Call] = []
+        for part_results, part_calls in parts:
+            results += part_results
+            calls += part_calls
+        return results, calls
+
+
+_Call = tuple[int, int, dict[str, np.ndarray], Outputs]
+"""A model call that answered requests ``[start, stop)`` of a batch: ``(start, stop, inputs,
+outputs)``."""
 
 
 class _RowMismatch(PredictionError):

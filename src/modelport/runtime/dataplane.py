@@ -20,7 +20,7 @@ from ..errors import InvalidInputError, UnknownRequestError
 from ..model import Model
 from ..protocol.types import InferenceRequest, InferenceResponse
 from .registry import ModelRegistry
-from .runner import ModelRunner, PredictionObserver
+from .runner import ModelRunner
 from .versions import VersionManager
 
 if TYPE_CHECKING:
@@ -92,7 +92,6 @@ class DataPlane:
         self.draining = False
         self._aux = ThreadPoolExecutor(aux_threads, thread_name_prefix="modelport-aux")
         self.prediction_log: PredictionLog | None = None
-        self._log_observer: PredictionObserver | None = None
         self.versions = VersionManager(self)
         """Live versions, hot swaps, canary and shadow (:mod:`.versions`)."""
         for model in models:
@@ -107,18 +106,14 @@ class DataPlane:
     def make_runner(self, model: Model) -> ModelRunner:
         """A runner for ``model`` wired to this data plane (metrics, log), not registered."""
         runner = ModelRunner(model, on_batch=self._on_batch, aux_executor=self._aux)
-        if self._log_observer is not None:
-            runner.observers.append(self._log_observer)
+        runner.prediction_log = self.prediction_log
         return runner
 
     def log_to(self, log: PredictionLog) -> None:
         """Record every prediction of every model, present and added later, in ``log``."""
-        from ..store.hook import observer
-
         self.prediction_log = log
-        self._log_observer = observer(log)
         for runner in self.registry.runners():
-            runner.observers.append(self._log_observer)
+            runner.prediction_log = log
 
     def _on_batch(self, runner: ModelRunner, rows: int, waits: Sequence[float]) -> None:
         self.metrics.observe_batch(runner.name, runner.version, rows, waits)

@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InvalidInputError, ModelNotReadyError, ModelportError, PredictionError
 from ..model import Model, maybe_single
 from .batcher import Batcher, Outputs
+
+if TYPE_CHECKING:
+    from ..store.log import PredictionLog
 
 __all__ = ["ModelRunner", "ModelState", "Prediction", "PredictionObserver"]
 
@@ -32,8 +35,8 @@ class ModelState(str, enum.Enum):
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs ~0.7 µs more per request
 class Prediction:
-    """A completed prediction, as observers (e.g. a prediction log) see it; read-only to them
-    (the prediction log keeps it as is until its writer encodes it)."""
+    """A completed prediction, as observers (the version manager, a prediction log for failed
+    requests) see it; read-only to them."""
 
     id: str
     model: str
@@ -71,6 +74,9 @@ class ModelRunner:
         self.state = ModelState.LOADING
         self.error: str | None = None
         self.observers: list[PredictionObserver] = []
+        self.prediction_log: PredictionLog | None = None
+        """Where every request is recorded: answered ones a model call at a time (one
+        hand-over per batch, not per request), failed ones one by one."""
         self.pending = 0
         """Requests in ``preprocess``, not yet in the batcher (a drain waits for them)."""
         self._aux = aux_executor
@@ -82,6 +88,7 @@ class ModelRunner:
             max_queue_delay_ms=batching.max_queue_delay_ms,
             max_queue_size=batching.max_queue_size,
             on_batch=(lambda rows, waits: on_batch(self, rows, waits)) if on_batch else None,
+            on_done=self._batch_done,
         )
         cls = type(model)
         self._custom_pre = cls.preprocess is not Model.preprocess
@@ -162,10 +169,11 @@ class ModelRunner:
         if signature is not None:
             signature.check_inputs(inputs)
         started = time.time()
+        context = None if self.prediction_log is None else (request_id, started, metadata)
         try:
-            outputs = await self.batcher.submit(inputs, _rows(inputs), timeout)
+            outputs = await self.batcher.submit(inputs, _rows(inputs), timeout, context)
         except ModelportError as exc:
-            if self.observers:
+            if self.observers or self.prediction_log is not None:
                 self._notify(request_id, inputs, {}, started, exc, metadata)
             raise
         if self.observers:
@@ -248,6 +256,20 @@ class ModelRunner:
                 observer(record)
             except Exception:
                 log.exception("prediction observer failed", extra={"request_id": request_id})
+        if error is not None and self.prediction_log is not None:
+            self.prediction_log.record_prediction(record)  # answered ones come by batch
+
+    def _batch_done(
+        self,
+        contexts: list[Any],
+        rows: list[int],
+        inputs: dict[str, np.ndarray],
+        outputs: Outputs,
+    ) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.record_call(
+                self.name, self.version, time.time(), contexts, rows, inputs, outputs
+            )
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:

@@ -149,7 +149,7 @@ async def serve_async(
 
         prediction_log = attach(
             dataplane, settings.log_db, sample_rate=settings.log_sample_rate,
-            metrics_registry=app.metrics.registry,
+            writer=settings.log_writer, metrics_registry=app.metrics.registry,
         )  # fmt: skip
     try:
         await server.serve(sockets=sockets)

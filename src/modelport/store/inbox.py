@@ -1,31 +1,47 @@
 """Where the request path leaves records for the writer: one flat list behind a lock.
 
-A record is not an object but a run of fields appended to the list: ``record_id, request_id,
-model, version, ts, latency_ms, status, error, metadata, n_inputs, (name, array) * n_inputs,
-n_outputs (-1: none), (name, array) * n_outputs``. Strings, numbers and arrays are not tracked
-by the garbage collector; records held as dataclasses, dicts or tuples were, and thousands of
-them waiting for the writer made the collector run several times as often, promoting the
-objects of requests in flight to the old generation and paying for full collections: about
-5 µs per request, more than the rest of the request path's share of logging.
+A record is not an object but a run of plain fields appended to the list: ``record_id,
+request_id, model, version, ts, latency_ms, status, error, metadata (JSON text or None),
+n_inputs, tensor * n_inputs, n_outputs (-1: none), tensor * n_outputs``, where a tensor is
+``name, datatype, ndim, dim * ndim, data`` and ``data`` the array's raw bytes (numbers) or a
+list of strings (text and objects). A model call that answered several requests at once is
+one run for all of them (:meth:`Inbox.put_call`): ``n, model, version, ts, request_id * n,
+started * n, rows * n, metadata * n, n_inputs, tensor * n_inputs, n_outputs, tensor *
+n_outputs``, the tensors holding the requests' rows in order, split apart by :func:`records`.
+Two reasons:
+
+- Strings, numbers and bytes are not tracked by the garbage collector; records held as
+  dataclasses, dicts or tuples were (shape tuples too), and thousands of them waiting for the
+  writer made the collector run several times as often, promoting the objects of requests in
+  flight to the old generation: about 5 µs per request, more than the rest of the request
+  path's share of logging.
+- A list of plain values is what :mod:`marshal` writes, at about 0.3 µs per record, so the
+  writer can live in another process (:mod:`.process`) without pickling arrays (6 µs each).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Fields", "Flush", "Inbox", "Stop", "records"]
+from ._json import dumps
+
+__all__ = ["Fields", "Flush", "Inbox", "Stop", "Tensor", "records", "spans"]
 
 _HEAD = 10
 """Fields before the first input: the nine scalars and ``n_inputs``."""
+_RAW_KINDS = "biufc"
+"""dtype kinds kept as raw bytes; others (text, objects, dates) become strings."""
 
+Tensor = tuple[str, str, tuple[int, ...], "bytes | list[str]"]
+"""``(name, datatype, shape, data)``: a dtype string (``"<f4"``), and raw bytes or strings."""
 Fields = tuple[Any, ...]
 """One record as :func:`records` yields it: ``(record_id, request_id, model, version, ts,
-latency_ms, status, error, metadata, inputs, outputs)``, the tensors as (name, array) lists."""
+latency_ms, status, error, metadata, inputs, outputs)``, the tensors as :data:`Tensor` lists."""
 
 
 @dataclass
@@ -35,14 +51,22 @@ class Flush:
 
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
+    then: Callable[[Flush], None] | None = None
+    """Called (by the writer) right after ``done`` is set."""
+
+    def finish(self, ok: bool) -> None:
+        self.ok = ok
+        self.done.set()
+        if self.then is not None:
+            self.then(self)
 
 
 class Stop:
-    """Marker: flush, try the spool once more, and end the thread."""
+    """Marker: flush, try the spool once more, and end the writer."""
 
 
 class Inbox:
-    """Records and markers, oldest first, at most ``maxsize`` records.
+    """Records, at most ``maxsize`` of them, and markers, each after the records before it.
 
     ``wake`` is set when the inbox goes from empty to not empty, so a busy writer is not woken
     once per record; ``hurry`` cuts the writer's linger short (flush, close).
@@ -52,15 +76,15 @@ class Inbox:
         self.maxsize = maxsize
         self.count = 0
         """Records waiting (markers not included)."""
-        self._markers = 0
         self.items: list[Any] = []
+        self.markers: list[Flush | Stop] = []
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.hurry = threading.Event()
 
     def __len__(self) -> int:
         """Records and markers waiting."""
-        return self.count + self._markers
+        return self.count + len(self.markers)
 
     def put(
         self,
@@ -73,71 +97,232 @@ class Inbox:
         status: str,
         error: str | None,
         metadata: Mapping[str, Any] | None,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray] | None,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any] | None,
     ) -> bool:
-        """Append one record's fields (arrays by reference); False if the inbox is full.
+        """Append one record's fields (arrays copied to bytes); False if the inbox is full.
 
-        Raises (and appends nothing) if ``inputs`` or ``outputs`` is not a mapping.
+        Raises (and appends nothing) if ``inputs`` or ``outputs`` is not a mapping of arrays,
+        or ``metadata`` cannot be written as JSON.
         """
+        meta = dumps(dict(metadata)).decode() if metadata else None
         with self.lock:
             if self.count >= self.maxsize:
                 return False
             items = self.items
             mark = len(items)
             try:
-                items += (record_id, request_id, model, version, ts, latency_ms, status, error,
-                          metadata or None, len(inputs))  # fmt: skip
-                for pair in inputs.items():
-                    items += pair
+                items += (record_id, request_id, model, version, float(ts), float(latency_ms),
+                          status, error, meta)  # fmt: skip
+                _append_tensors(items, inputs)
                 if outputs is None:
                     items.append(-1)
                 else:
-                    items.append(len(outputs))
-                    for pair in outputs.items():
-                        items += pair
+                    _append_tensors(items, outputs)
             except BaseException:
-                del items[mark:]  # inputs or outputs not a mapping: leave no half record
+                del items[mark:]  # not a mapping of arrays: leave no half record
                 raise
             self.count += 1
             if self.count == 1:
                 self.wake.set()
         return True
 
+    def put_call(
+        self,
+        model: str,
+        version: str,
+        ts: float,
+        request_ids: list[str | None],
+        started: list[float],
+        rows: Sequence[int],
+        metadata: list[str | None],
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> int:
+        """Append the records of one model call's requests (a None request id: not recorded),
+        each request's ``rows`` stacked in order in ``inputs`` and ``outputs`` (when there are
+        several); how many records that is, 0 if they do not fit (or none is recorded).
+
+        ``metadata`` is each request's, as JSON text. One hand-over for the whole batch is what
+        keeps the request path's share of logging small.
+        """
+        count = len(request_ids) - request_ids.count(None)
+        if not count:
+            return 0
+        with self.lock:
+            if self.count and self.count + count > self.maxsize:
+                return 0
+            items = self.items
+            mark = len(items)
+            try:
+                items += (len(request_ids), model, version, float(ts))
+                items += request_ids
+                items += started
+                items += rows
+                items += metadata
+                _append_tensors(items, inputs)
+                _append_tensors(items, outputs)
+            except BaseException:
+                del items[mark:]
+                raise
+            self.count += count
+            if self.count == count:
+                self.wake.set()
+        return count
+
+    def extend(self, fields: list[Any], count: int) -> bool:
+        """Append ``count`` records already laid out as fields; False if they do not fit (an
+        empty inbox takes any number)."""
+        with self.lock:
+            if self.count and self.count + count > self.maxsize:
+                return False
+            self.items += fields
+            self.count += count
+            if self.count == count:
+                self.wake.set()
+        return True
+
     def put_marker(self, marker: Flush | Stop) -> None:
         """Append a marker (never refused) and have the writer act on it now."""
         with self.lock:
-            self.items.append(marker)
-            self._markers += 1
+            self.markers.append(marker)
             self.hurry.set()
             self.wake.set()
 
-    def take(self) -> list[Any]:
-        """Everything waiting, in order (parse it with :func:`records`)."""
+    def take(self) -> tuple[list[Any], int, list[Flush | Stop]]:
+        """Everything waiting: the records' fields (parse them with :func:`records`), how many
+        records that is, and the markers, whose records are all among those fields."""
         with self.lock:
             self.wake.clear()
             taken, self.items = self.items, []
-            self.count = self._markers = 0
-        return taken
+            markers, self.markers = self.markers, []
+            count, self.count = self.count, 0
+        return taken, count, markers
 
 
-def records(items: list[Any]) -> Iterator[Fields | Flush | Stop]:
-    """The records (as :data:`Fields`) and markers of what :meth:`Inbox.take` returned."""
+def _append_tensors(items: list[Any], tensors: Mapping[str, Any]) -> None:
+    """Append ``len(tensors)``, then each tensor's fields (arrays copied as bytes)."""
+    items.append(len(tensors))
+    raw = _RAW
+    for name, array in tensors.items():
+        dtype = raw.get(array.dtype) if type(array) is np.ndarray else None
+        if dtype is None:
+            items += _tensor(name, array)
+        else:  # the common case, inline: numbers
+            items += (name, dtype, array.ndim, *array.shape, array.tobytes())
+
+
+_RAW: dict[np.dtype[Any], str] = {}
+"""Numeric dtypes seen so far → their dtype string (``dtype.str`` builds a new one per call)."""
+
+
+def _tensor(name: str, array: Any) -> list[Any]:
+    """A tensor's fields, the general way (and a numeric dtype remembered for the fast one)."""
+    if type(array) is not np.ndarray:
+        array = np.asarray(array)
+    dtype = array.dtype
+    if dtype.kind in _RAW_KINDS:
+        _RAW.setdefault(dtype, dtype.str)
+        data: bytes | list[str] = array.tobytes()
+    else:
+        flat = array.reshape(-1)
+        values = flat.tolist() if dtype.kind in "USO" else flat  # dates: str() of numpy's value
+        data = [_text(v) for v in values]
+    return [name, dtype.str, array.ndim, *array.shape, data]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def spans(items: list[Any]) -> Iterator[tuple[int, int, int]]:
+    """``(start, end, records)`` of each run of fields in what :meth:`Inbox.take` returned."""
+    i, end = 0, len(items)
+    while i < end:
+        start = i
+        head = items[i]
+        if type(head) is int:  # a model call's requests
+            ids = items[i + 4 : i + 4 + head]
+            i += 4 + 4 * head
+            i = _skip(items, i + 1, items[i])
+            i = _skip(items, i + 1, items[i])
+            yield start, i, len(ids) - ids.count(None)
+            continue
+        i = _skip(items, i + _HEAD, items[i + _HEAD - 1])
+        n_out = items[i]
+        i = _skip(items, i + 1, n_out) if n_out > 0 else i + 1
+        yield start, i, 1
+
+
+def _skip(items: list[Any], i: int, tensors: int) -> int:
+    for _ in range(tensors):
+        i += 4 + items[i + 2]
+    return i
+
+
+def _tensors(items: list[Any], i: int, count: int) -> tuple[list[Tensor], int]:
+    tensors: list[Tensor] = []
+    for _ in range(count):
+        ndim = items[i + 2]
+        data = i + 3 + ndim
+        tensors.append((items[i], items[i + 1], tuple(items[i + 3 : data]), items[data]))
+        i = data + 1
+    return tensors, i
+
+
+def _rows_of(tensors: list[Tensor], first: int, rows: int) -> list[Tensor]:
+    """Rows ``[first, first + rows)`` of each tensor."""
+    part: list[Tensor] = []
+    for name, dtype, shape, data in tensors:
+        total = shape[0]
+        per_row = len(data) // total if total else 0
+        piece = data[first * per_row : (first + rows) * per_row]
+        part.append((name, dtype, (rows, *shape[1:]), piece))
+    return part
+
+
+def records(items: list[Any]) -> Iterator[Fields]:
+    """The records (as :data:`Fields`) in what :meth:`Inbox.take` returned."""
     i, end = 0, len(items)
     while i < end:
         head = items[i]
-        if isinstance(head, Flush | Stop):
-            yield head
-            i += 1
+        if type(head) is int:
+            yield from _call_records(items, i)
+            i = _call_end(items, i)
             continue
-        n_in = items[i + _HEAD - 1]
-        start = i + _HEAD
-        i = start + 2 * n_in
-        inputs = list(zip(items[start:i:2], items[start + 1 : i : 2]))
+        fields = items[i : i + _HEAD - 1]
+        inputs, i = _tensors(items, i + _HEAD, items[i + _HEAD - 1])
         n_out = items[i]
         outputs = None
         i += 1
         if n_out >= 0:
-            outputs = list(zip(items[i : i + 2 * n_out : 2], items[i + 1 : i + 2 * n_out : 2]))
-            i += 2 * n_out
-        yield (*items[start - _HEAD : start - 1], inputs, outputs)
+            outputs, i = _tensors(items, i, n_out)
+        yield (*fields, inputs, outputs)
+
+
+def _call_end(items: list[Any], i: int) -> int:
+    i += 4 + 4 * items[i]
+    i = _skip(items, i + 1, items[i])
+    return _skip(items, i + 1, items[i])
+
+
+def _call_records(items: list[Any], i: int) -> Iterator[Fields]:
+    """The records of the requests one model call answered (see :meth:`Inbox.put_call`)."""
+    n, model, version, ts = items[i : i + 4]
+    i += 4
+    ids, started, rows, meta = (items[i + k * n : i + (k + 1) * n] for k in range(4))
+    i += 4 * n
+    inputs, i = _tensors(items, i + 1, items[i])
+    outputs, i = _tensors(items, i + 1, items[i])
+    first = 0
+    for k in range(n):
+        if ids[k] is not None:
+            if n == 1:  # whole tensors: one request's outputs need not have its input rows
+                ins, outs = inputs, outputs
+            else:
+                ins, outs = _rows_of(inputs, first, rows[k]), _rows_of(outputs, first, rows[k])
+            latency = (ts - started[k]) * 1000.0
+            yield (None, ids[k], model, version, ts, latency, "ok", None, meta[k], ins, outs)
+        first += rows[k]

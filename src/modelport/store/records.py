@@ -52,8 +52,8 @@ RESERVED_METADATA_KEYS = frozenset({"shadow", "primary_version", "agrees"})
 class PredictionRecord:
     """One completed request, as the runner saw it.
 
-    ``inputs`` and ``outputs`` are referenced, not copied: the caller must not mutate them after
-    handing the record to :meth:`PredictionLog.record`.
+    ``inputs`` and ``outputs`` are copied when the record is handed to
+    :meth:`PredictionLog.record`; changing them afterwards does not change what is logged.
     """
 
     request_id: str

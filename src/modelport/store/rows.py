@@ -1,6 +1,6 @@
 """Records → database rows, :data:`ROW_COLUMNS` in order, encoded by the writer.
 
-The writer turns each record the request path left in the :mod:`.inbox` into a row: arrays as
+The writer turns each record the request path left in the :mod:`.inbox` into a row: tensors as
 compact JSON (orjson writes numeric arrays itself), the inputs' SHA-256, the metadata, and
 keeps a batch's rows as one flat list of fields (:data:`ROW_WIDTH` per row), which is what a
 multi-row INSERT binds. The spool keeps rows as JSON objects: :func:`row_as_dict` and
@@ -10,23 +10,23 @@ multi-row INSERT binds. The spool keeps rows as JSON objects: :func:`row_as_dict
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .inbox import Fields
+from ._json import dumps, fast
+from .inbox import Fields, Tensor
 from .records import new_record_id
 
 __all__ = [
     "ROW_COLUMNS",
     "ROW_WIDTH",
-    "encode_tensors",
     "row_as_dict",
     "row_from_dict",
     "row_of",
     "rows_in",
+    "tensors_json",
 ]
 
 ROW_COLUMNS = (
@@ -58,7 +58,7 @@ def row_of(fields: Fields, max_input_bytes: int) -> Row:
     record_id, request_id, model, version, ts, latency, status, error, meta, inputs, outputs = (
         fields
     )
-    encoded = _tensors_json(inputs)
+    encoded = tensors_json(inputs)
     size = len(encoded)
     truncated = size > max_input_bytes
     return (
@@ -67,15 +67,15 @@ def row_of(fields: Fields, max_input_bytes: int) -> Row:
         model,
         version,
         float(ts),
-        (_dumps(_summary(inputs)) if truncated else encoded).decode(),
+        (dumps(_summary(inputs)) if truncated else encoded).decode(),
         hashlib.sha256(encoded).hexdigest(),
         size,
         truncated,
-        None if outputs is None else _tensors_json(outputs).decode(),
+        None if outputs is None else tensors_json(outputs).decode(),
         float(latency),
         status,
         error,
-        _dumps(dict(meta)).decode() if meta else "{}",
+        meta or "{}",
     )
 
 
@@ -94,73 +94,29 @@ def rows_in(flat: Sequence[Any]) -> list[Sequence[Any]]:
     return [flat[k : k + ROW_WIDTH] for k in range(0, len(flat), ROW_WIDTH)]
 
 
-def encode_tensors(tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """Named arrays as JSON-ready ``{name: {"shape", "datatype", "data"}}`` (data flattened)."""
-    pairs = tensors.items() if isinstance(tensors, Mapping) else tensors
-    encoded: dict[str, Any] = {}
-    for name, value in pairs:
-        array = np.asarray(value)
-        if array.dtype.kind in "SUO":
-            data: list[Any] = [_text(v) for v in array.reshape(-1)]
-        else:
-            data = array.reshape(-1).tolist()
-        encoded[name] = {"shape": list(array.shape), "datatype": array.dtype.str, "data": data}
-    return encoded
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _summary(tensors: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Shape and dtype of each array, without the data: what is kept above the size limit."""
-    return {
-        name: {"shape": list(np.shape(value)), "datatype": np.asarray(value).dtype.str}
-        for name, value in tensors
-    }
-
-
-def _json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=_default).encode()
-
-
-def _fast_dumps() -> Callable[[Any], bytes] | None:
-    try:
-        import orjson
-    except ImportError:
-        return None
-    option = orjson.OPT_SERIALIZE_NUMPY
-
-    def dumps(value: Any) -> bytes:
-        return orjson.dumps(value, default=_default, option=option)  # type: ignore[no-any-return]
-
-    return dumps
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):  # orjson hands over arrays it cannot write itself
-        raise TypeError(f"array of {value.dtype} left to the general encoder")
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-_dumps = _fast_dumps() or _json_dumps
-
-
-def _tensors_json(tensors: list[tuple[str, Any]]) -> bytes:
-    # orjson writes numeric arrays itself, several times faster than tolist() + json; arrays it
-    # does not take (text, float16, big-endian, non-contiguous) go the slow, general way.
-    if _dumps is not _json_dumps:
+def tensors_json(tensors: list[Tensor]) -> bytes:
+    """``{name: {"shape", "datatype", "data"}}`` as JSON, data flattened."""
+    if fast:  # orjson writes numeric arrays itself, several times faster than tolist() + json
         try:
-            return _dumps(
-                {
-                    name: {"shape": a.shape, "datatype": a.dtype.str, "data": a.reshape(-1)}
-                    for name, a in tensors
-                }
-            )
-        except (TypeError, AttributeError):  # AttributeError: not an ndarray
+            return dumps({name: {"shape": shape, "datatype": dt, "data": _values(dt, data)}
+                          for name, dt, shape, data in tensors})  # fmt: skip
+        except TypeError:  # arrays orjson does not take: float16, big-endian, complex
             pass
-    return _dumps(encode_tensors(tensors))
+    return dumps(
+        {
+            name: {"shape": shape, "datatype": dt, "data": _values(dt, data, as_list=True)}
+            for name, dt, shape, data in tensors
+        }
+    )
+
+
+def _values(dt: str, data: bytes | list[str], as_list: bool = False) -> Any:
+    if isinstance(data, list):
+        return data
+    array = np.frombuffer(data, dtype=dt)
+    return array.tolist() if as_list else array
+
+
+def _summary(tensors: list[Tensor]) -> dict[str, Any]:
+    """Shape and dtype of each array, without the data: what is kept above the size limit."""
+    return {name: {"shape": shape, "datatype": dt} for name, dt, shape, _ in tensors}

@@ -32,14 +32,18 @@ class SpoolBusyError(ConfigError):
 class Spool:
     """Segments of JSON-lines rows under ``directory``, at most ``limit_bytes`` in all."""
 
-    def __init__(self, directory: str | Path, limit_bytes: int) -> None:
+    def __init__(
+        self, directory: str | Path, limit_bytes: int, *, lock: IO[bytes] | None = None
+    ) -> None:
+        """``lock``: the directory's lock file, already locked (a writer process gets the one
+        its server holds)."""
         if limit_bytes < 0:
             raise ConfigError(f"spool limit must be >= 0 bytes, got {limit_bytes}")
         self.directory = Path(directory)
         self.limit_bytes = limit_bytes
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(self.directory / ".lock")
+            self._lock = lock if lock is not None else _lock(self.directory / ".lock")
         except OSError as exc:
             raise ConfigError(f"cannot use spool directory {self.directory}: {exc}") from exc
         self._segments = sorted(self.directory.glob("seg-*.jsonl"))
@@ -47,6 +51,11 @@ class Spool:
         self._seq = int(self._segments[-1].stem[4:]) if self._segments else 0
         self._current: IO[str] | None = None
         self._current_bytes = 0
+
+    @property
+    def lock_fd(self) -> int:
+        """The lock file's descriptor, to share the lock with a writer process."""
+        return self._lock.fileno()
 
     def __len__(self) -> int:
         """Number of segment files holding rows."""

@@ -74,14 +74,10 @@ class Writer(threading.Thread):
         self._backoff = RETRY_MIN_S
         self._down = False
 
-    @property
-    def spool_bytes(self) -> int:
-        return self.spool.size
-
-    @property
-    def queued(self) -> int:
-        """Records taken from the inbox and not yet written (none between batches)."""
-        return 0
+    def counters(self) -> tuple[WriterStats, int, int]:
+        """``(stats, queued, spool_bytes)``; records being written are in no count."""
+        s = self.stats
+        return WriterStats(s.written, s.spooled, s.replayed, s.lost, s.db_up), 0, self.spool.size
 
     def release(self) -> None:
         """Close the spool (its rows stay on disk for the next process)."""
@@ -103,15 +99,12 @@ class Writer(threading.Thread):
         if self.inbox.wake.wait(timeout) and self.inbox.count < self.batch_size:
             self.inbox.hurry.wait(self.linger_s)
         self.inbox.hurry.clear()
-        markers: list[Flush | Stop] = []
+        items, _, markers = self.inbox.take()
         # Each record is encoded as it is read: a batch held as objects would make the garbage
         # collector run (see .inbox), so all a batch allocates is one flat list of row fields.
         flat: list[Any] = []
         rows = 0
-        for item in records(self.inbox.take()):
-            if isinstance(item, Flush | Stop):
-                markers.append(item)
-                continue
+        for item in records(items):
             try:
                 flat += row_of(item, self.max_input_bytes)
             except Exception:
@@ -123,6 +116,7 @@ class Writer(threading.Thread):
             if rows % self.batch_size == 0:
                 self._write(flat)
                 flat = []
+        del items
         if flat:
             self._write(flat)
         force = bool(markers)
@@ -131,8 +125,7 @@ class Writer(threading.Thread):
                 break  # one segment per step, so fresh records are not held up behind a replay
         for marker in markers:
             if isinstance(marker, Flush):
-                marker.ok = not self._down and len(self.spool) == 0
-                marker.done.set()
+                marker.finish(not self._down and len(self.spool) == 0)
         return any(isinstance(m, Stop) for m in markers)
 
     def _db_available(self, force: bool) -> bool:
