@@ -123,3 +123,12 @@ def test_unknown_writer_kind_is_a_config_error(sqlite_url: str) -> None:
 
     with pytest.raises(ConfigError, match="writer must be one of process, thread, got 'fork'"):
         PredictionLog.open(sqlite_url, writer="fork")
+
+
+def test_counters_come_back_without_a_flush(sqlite_url: str, tmp_path: Path) -> None:
+    """The writer process reports its counters on its own, so /metrics never waits on it."""
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool", linger_s=0.01) as log:
+        hammer(log, threads=2, per_thread=50)
+        wait_for(lambda: log.stats.written == 100, "the written count to reach 100")
+        stats = log.stats
+        assert (stats.queued, stats.lost, stats.db_up) == (0, 0, True)

@@ -2,7 +2,8 @@
 
 Started by :class:`~modelport.store.process.ProcessWriter`. Reads frames (:mod:`.pipe`) on
 stdin, runs the same :class:`~modelport.store.writer.Writer` a thread-mode log runs, and
-answers flushes and stats on ``REPLY_FD``. ``LOCK_FD`` is the spool directory's lock, held by
+answers flushes and sends its counters (every :data:`PUSH_S` while they change) on
+``REPLY_FD``. ``LOCK_FD`` is the spool directory's lock, held by
 the server process and shared with each writer it starts. At the end of stdin (the server
 exited, however it exited) it writes what it has and exits, so a killed server loses nothing
 it handed over.
@@ -26,15 +27,20 @@ from .pipe import CONFIG, ERROR, FLUSH, RECORDS, STATS, STOP, Snapshot, read_fra
 logger = logging.getLogger("modelport.store")
 
 
+PUSH_S = 0.5
+"""How often the counters are sent to the server while they change (and at each flush)."""
+
+
 class _Replies:
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
         self.lock = threading.Lock()
 
-    def send(self, kind: bytes, value: Any) -> None:
+    def send(self, kind: bytes, value: Callable[[], Any]) -> None:
+        """Send ``value()``, computed under the lock: counters arrive in the order taken."""
         try:
             with self.lock:
-                write_frame(self.out, kind, marshal.dumps(value))
+                write_frame(self.out, kind, marshal.dumps(value()))
         except OSError:
             pass  # the server is gone; the records are still written
 
@@ -62,7 +68,8 @@ def main(argv: list[str]) -> int:
             config["spool_dir"], config["spool_limit_bytes"], lock=os.fdopen(int(argv[1]), "ab")
         )
     except Exception as exc:
-        replies.send(ERROR, f"{type(exc).__name__}: {exc}")
+        why = f"{type(exc).__name__}: {exc}"
+        replies.send(ERROR, lambda: why)
         return 1
     inbox = Inbox(config["queue_size"])
     writer = Writer(
@@ -81,9 +88,23 @@ def main(argv: list[str]) -> int:
         return (s.written, s.spooled, s.replayed, s.lost, queued, spool.size, s.db_up)
 
     def flushed(fid: int) -> Callable[[Flush], None]:
-        return lambda marker: replies.send(FLUSH, (fid, marker.ok, snapshot()))
+        return lambda marker: replies.send(FLUSH, lambda: (fid, marker.ok, snapshot()))
+
+    stopped = threading.Event()
+
+    sent: list[Snapshot | None] = [None]
+
+    def taken() -> Snapshot:
+        sent[0] = current = snapshot()
+        return current
+
+    def push() -> None:
+        while not stopped.wait(PUSH_S):
+            if snapshot() != sent[0]:
+                replies.send(STATS, taken)
 
     writer.start()
+    threading.Thread(target=push, name="modelport-log-counters", daemon=True).start()
     while True:
         frame = read_frame(source)
         if frame is None:
@@ -98,15 +119,14 @@ def main(argv: list[str]) -> int:
         elif kind == FLUSH:
             fid = marshal.loads(payload)
             inbox.put_marker(Flush(then=flushed(fid)))
-        elif kind == STATS:
-            replies.send(STATS, (marshal.loads(payload), snapshot()))
         elif kind == STOP:
             break
     inbox.put_marker(Stop())
     writer.join()
+    stopped.set()
     writer.release()
     db.dispose()
-    replies.send(STOP, snapshot())
+    replies.send(STOP, snapshot)
     return 0
 
 

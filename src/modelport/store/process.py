@@ -36,7 +36,6 @@ logger = logging.getLogger("modelport.store")
 
 RESPAWN_S = 1.0
 """Least time between two starts of the writer process."""
-STATS_TIMEOUT_S = 2.0
 _EMPTY: Snapshot = (0, 0, 0, 0, 0, 0, False)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -69,22 +68,22 @@ class _Child:
         self.snapshot = _EMPTY
         self.final = False
         self.pending: dict[int, Flush] = {}
-        self.asks: dict[int, threading.Event] = {}
-        self.send(CONFIG, json.dumps(owner.config).encode())
+        try:
+            self.send(CONFIG, json.dumps(owner.config).encode())
+        except OSError:  # it died at once: leave nothing behind
+            self.proc.kill()
+            self.proc.wait()
+            self.replies.close()
+            raise
         self.reader = threading.Thread(
             target=owner._read_replies, args=(self,), name="modelport-log-replies", daemon=True
         )
         self.reader.start()
 
-    def send(self, kind: bytes, payload: bytes = b"", timeout: float = -1) -> bool:
-        """Write one frame; False if the write lock was not free within ``timeout``."""
-        if not self.write_lock.acquire(timeout=timeout):
-            return False
-        try:
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        """Write one frame (blocks while the pipe is full)."""
+        with self.write_lock:
             write_frame(self.stdin, kind, payload)
-        finally:
-            self.write_lock.release()
-        return True
 
     @property
     def unaccounted(self) -> int:
@@ -150,10 +149,8 @@ class ProcessWriter(threading.Thread):
 
     # -- the counters PredictionLog reads --------------------------------------------------
     def counters(self) -> tuple[WriterStats, int, int]:
-        """``(stats, queued, spool_bytes)``, asking the child for fresh figures."""
-        child = self._child
-        if child is not None and not child.final:
-            self._ask(child)
+        """``(stats, queued, spool_bytes)``: the child's figures as of its last report (every
+        half second while they change, and with each flush), so reading them never waits."""
         with self._lock:
             child = self._child
             if child is None:
@@ -244,21 +241,6 @@ class ProcessWriter(threading.Thread):
         except OSError as exc:
             self._child_failed(child, f"writing to it failed: {exc}")
 
-    def _ask(self, child: _Child) -> None:
-        sid = next(self._ids)
-        event = threading.Event()
-        with self._lock:
-            if child.final:
-                return
-            child.asks[sid] = event
-        try:
-            if child.send(STATS, marshal.dumps(sid), timeout=STATS_TIMEOUT_S):
-                event.wait(STATS_TIMEOUT_S)
-        except OSError:
-            pass  # the reply reader sees the end and accounts for the child
-        with self._lock:
-            child.asks.pop(sid, None)
-
     def _ensure_child(self) -> _Child | None:
         if self._child is not None:
             return self._child
@@ -307,10 +289,7 @@ class ProcessWriter(threading.Thread):
                     fid, ok, child.snapshot = value
                     marker = child.pending.pop(fid, None)
                 elif kind == STATS:
-                    sid, child.snapshot = value
-                    event = child.asks.get(sid)
-                    if event is not None:
-                        event.set()
+                    child.snapshot = value
                     continue
                 elif kind == STOP:
                     child.snapshot = value
@@ -336,8 +315,6 @@ class ProcessWriter(threading.Thread):
             self._lost += lost
             pending = list(child.pending.values())
             child.pending.clear()
-            for event in child.asks.values():
-                event.set()
             if self._child is child:
                 self._child = None
         if lost:
