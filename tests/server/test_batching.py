@@ -150,6 +150,35 @@ def test_on_done_sees_each_model_call_that_answered_and_its_requests() -> None:
     assert len(calls) > 2  # the batch of 16 was answered in pieces around the failure
 
 
+def test_requests_whose_inputs_rows_differ_run_alone() -> None:
+    """Rows of ``x`` and ``c`` would not line up in a stacked batch (nor in a log's split of
+    it): such a request is its own model call, while ordinary ones still batch."""
+    fn = Recorder()
+    fn.release.clear()
+    seen: list[list[Any]] = []
+
+    async def main() -> list[Any]:
+        batcher = Batcher(fn, name="m", max_batch_size=64, on_done=lambda c, *_: seen.append(c))
+        first = asyncio.create_task(batcher.submit(rows([0]), 1, context="first"))
+        await asyncio.sleep(0.01)
+        odd = [{**rows([k]), "c": np.zeros(3, np.float32)} for k in (1, 2)]
+        tasks = [asyncio.create_task(batcher.submit(o, 1, context=f"odd{k}")) for k, o in
+                 enumerate(odd)]  # fmt: skip
+        tasks += [asyncio.create_task(batcher.submit(rows([k]), 1, context=f"r{k}"))
+                  for k in (3, 4)]  # fmt: skip
+        while batcher.depth < 4:
+            await asyncio.sleep(0.001)
+        fn.release.set()
+        try:
+            return await asyncio.gather(first, *tasks)
+        finally:
+            await batcher.close()
+
+    results = run(main())
+    assert [r["y"].item() for r in results] == [1, 3, 5, 7, 9]
+    assert seen == [["first"], ["odd0"], ["odd1"], ["r3", "r4"]]
+
+
 def test_bounded_queue_refuses_at_once() -> None:
     fn = Recorder()
     fn.release.clear()

@@ -178,6 +178,18 @@ def test_a_model_calls_requests_are_split_back_into_their_records(
     assert (stats.received, stats.written, stats.lost) == (3, 3, 0)
 
 
+def test_a_call_whose_rows_do_not_add_up_is_counted_lost(
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    with open_log(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        x, y = np.zeros((3, 2), np.float32), np.zeros((2, 1), np.float32)  # 3 input rows, 2 out
+        contexts = [("u0", 1.0, None), ("u1", 1.0, None)]
+        assert log.record_call("odd", "1", 2.0, contexts, [1, 2], {"x": x}, {"y": y}) == 2
+        assert log.flush(timeout=30)
+        assert log.db.count("odd") == 0
+        assert (log.stats.lost, log.stats.written) == (2, 0)
+
+
 def test_a_malformed_record_is_counted_lost_not_raised(
     sqlite_url: str, tmp_path: Path, open_log: OpenLog
 ) -> None:

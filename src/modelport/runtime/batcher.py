@@ -63,10 +63,14 @@ class _Item:
 
 
 def _key(inputs: dict[str, np.ndarray]) -> tuple[Any, ...] | None:
+    """What requests must share to be stacked row-wise; None for a request that runs alone: a
+    scalar input, or inputs whose first dimensions differ (their rows do not line up)."""
     parts = []
+    rows = None
     for name, array in inputs.items():
-        if array.ndim == 0:
+        if array.ndim == 0 or (rows is not None and array.shape[0] != rows):
             return None
+        rows = array.shape[0]
         parts.append((name, array.dtype.str, array.shape[1:]))
     return tuple(parts)
 

@@ -316,11 +316,18 @@ def _call_records(items: list[Any], i: int) -> Iterator[Fields]:
     i += 4 * n
     inputs, i = _tensors(items, i + 1, items[i])
     outputs, i = _tensors(items, i + 1, items[i])
+    # Rows that do not add up cannot be told apart: such records fail to encode, and the
+    # writer counts them lost (the batcher never stacks them: see runtime.batcher._key).
+    aligned = n == 1 or all(t[2][:1] == (sum(rows),) for t in (*inputs, *outputs))
     first = 0
+    ins: list[Tensor] | None
+    outs: list[Tensor] | None
     for k in range(n):
         if ids[k] is not None:
             if n == 1:  # whole tensors: one request's outputs need not have its input rows
                 ins, outs = inputs, outputs
+            elif not aligned:
+                ins = outs = None
             else:
                 ins, outs = _rows_of(inputs, first, rows[k]), _rows_of(outputs, first, rows[k])
             latency = (ts - started[k]) * 1000.0
