@@ -56,7 +56,10 @@ def main(argv: list[str]) -> int:
     if first is None or first[0] != CONFIG:
         return 2
     config = json.loads(first[1])
-    _configure_logging(config["log_level"], config["log_format"])
+    from ..server.logs import configure_logging
+
+    configure_logging("info", config["log_format"])  # the server's format and handlers, then
+    logging.getLogger("modelport").setLevel(config["log_level"])  # its level, as a number
     try:
         from .db import Database
         from .inbox import Flush, Inbox, Stop
@@ -128,20 +131,6 @@ def main(argv: list[str]) -> int:
     db.dispose()
     replies.send(STOP, snapshot)
     return 0
-
-
-def _configure_logging(level: int, fmt: str) -> None:
-    if fmt == "json":
-        from ..server.logs import configure_logging
-
-        configure_logging(logging.getLevelName(level).lower(), "json")
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("modelport")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._json import dumps
 
-__all__ = ["Fields", "Flush", "Inbox", "Stop", "Tensor", "records", "spans"]
+__all__ = ["Fields", "Flush", "Inbox", "Stop", "Tensor", "metadata_text", "records", "spans"]
 
 _HEAD = 10
 """Fields before the first input: the nine scalars and ``n_inputs``."""
@@ -105,7 +105,7 @@ class Inbox:
         Raises (and appends nothing) if ``inputs`` or ``outputs`` is not a mapping of arrays,
         or ``metadata`` cannot be written as JSON.
         """
-        meta = dumps(dict(metadata)).decode() if metadata else None
+        meta = metadata_text(metadata)
         with self.lock:
             if self.count >= self.maxsize:
                 return False
@@ -200,6 +200,11 @@ class Inbox:
         return taken, count, markers
 
 
+def metadata_text(metadata: Mapping[str, Any] | None) -> str | None:
+    """Caller metadata as the JSON text a record carries; None for none."""
+    return dumps(dict(metadata)).decode() if metadata else None
+
+
 def _append_tensors(items: list[Any], tensors: Mapping[str, Any]) -> None:
     """Append ``len(tensors)``, then each tensor's fields (arrays copied as bytes)."""
     items.append(len(tensors))
@@ -245,9 +250,7 @@ def spans(items: list[Any]) -> Iterator[tuple[int, int, int]]:
         head = items[i]
         if type(head) is int:  # a model call's requests
             ids = items[i + 4 : i + 4 + head]
-            i += 4 + 4 * head
-            i = _skip(items, i + 1, items[i])
-            i = _skip(items, i + 1, items[i])
+            i = _call_end(items, i)
             yield start, i, len(ids) - ids.count(None)
             continue
         i = _skip(items, i + _HEAD, items[i + _HEAD - 1])

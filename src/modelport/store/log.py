@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._deps import require
 from ..errors import ConfigError
-from ._json import dumps
+from .inbox import metadata_text
 from .records import PredictionRecord
 
 if TYPE_CHECKING:
@@ -182,18 +182,8 @@ class PredictionLog:
         )  # fmt: skip
 
     def record_prediction(self, p: Prediction) -> bool:
-        """:meth:`record` for the runtime's own ``Prediction``."""
-        if self.sample_rate == 1.0 and not self._closed:  # the request path's usual case
-            try:
-                if self._inbox.put(
-                    None, p.id, p.model, p.version, p.started + p.duration, p.duration * 1000.0,
-                    p.status, p.error, p.metadata, p.inputs,
-                    p.outputs if p.error is None else None,
-                ):  # fmt: skip
-                    return True
-            except Exception as exc:
-                return self._drop(f"a record could not be queued: {type(exc).__name__}: {exc}")
-            return self._drop(f"the write queue is full ({self._inbox.maxsize} records)")
+        """:meth:`record` for the runtime's own ``Prediction`` (the server's failed requests;
+        answered ones come a model call at a time, through :meth:`record_call`)."""
         return self._put(
             None, p.id, p.model, p.version, p.started + p.duration, p.duration * 1000.0,
             p.status, p.error, p.metadata, p.inputs, p.outputs if p.error is None else None,
@@ -231,7 +221,7 @@ class PredictionLog:
             request_id, start, meta = context
             ids.append(request_id)
             started.append(start)
-            metas.append(dumps(dict(meta)).decode() if meta else None)
+            metas.append(metadata_text(meta))
         if sampled_out:
             with self._lock:
                 self._sampled_out += sampled_out
