@@ -234,6 +234,17 @@ def test_settings_precedence_and_validation(tmp_path: Path) -> None:
         Settings.load({"log_writer": "fork"})
 
 
+def test_unknown_log_writer_is_a_clear_cli_error(tiny_onnx: Path) -> None:
+    result = subprocess.run(
+        [*MODELPORT, "serve", str(tiny_onnx), "--log-predictions", "--log-writer", "fork"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "log_writer must be 'process' or 'thread', got 'fork'" in result.stderr
+
+
 def test_port_in_use_is_a_clear_error(tiny_onnx: Path) -> None:
     with free_socket() as taken:
         taken.listen()
