@@ -219,6 +219,9 @@ def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
         result[mode] = {
             "rps": round(r, 1),
             "loss_percent": None if base is None else round((base - r) / base * 100, 1),
+            # each repeat's sample against the "off" one taken beside it (the modes alternate):
+            # a host whose speed drifts between repeats moves both alike
+            "paired_loss_percent": _paired_loss(rps, mode),
             "server_cpu_us_per_request": round(c, 1),
             "server_cpu_cost_percent": (
                 None if cpu_base is None else round((c - cpu_base) / cpu_base * 100, 1)
@@ -232,6 +235,14 @@ def served(args: argparse.Namespace, work: Path) -> dict[str, object]:
     result["wrk_requests_with_log"] = answered
     result["lost"] = lost
     return result
+
+
+def _paired_loss(rps: dict[str, list[float]], mode: str) -> float | None:
+    """Median over repeats of ``mode``'s throughput loss against that repeat's ``off``."""
+    if "off" not in rps or not rps[mode]:
+        return None
+    losses = [(off - r) / off * 100 for off, r in zip(rps["off"], rps[mode])]
+    return round(statistics.median(losses), 1)
 
 
 def _neighbour(rate: float, args: argparse.Namespace, work: Path) -> subprocess.Popen[bytes]:

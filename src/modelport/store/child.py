@@ -82,6 +82,7 @@ def main(argv: list[str]) -> int:
         batch_size=config["batch_size"],
         max_input_bytes=config["max_input_bytes"],
         linger_s=config["linger_s"],
+        yield_every=None,  # nothing here waits for the GIL but the frame reader, which can wait
     )
     received = 0
 

@@ -24,13 +24,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._json import dumps
 
-__all__ = ["Fields", "Flush", "Inbox", "Stop", "Tensor", "metadata_text", "records", "spans"]
+__all__ = [
+    "Call",
+    "Fields",
+    "Flush",
+    "Inbox",
+    "Stop",
+    "Tensor",
+    "metadata_text",
+    "records",
+    "runs",
+    "spans",
+]
 
 _HEAD = 10
 """Fields before the first input: the nine scalars and ``n_inputs``."""
@@ -286,53 +297,79 @@ def _rows_of(tensors: list[Tensor], first: int, rows: int) -> list[Tensor]:
     return part
 
 
-def records(items: list[Any]) -> Iterator[Fields]:
-    """The records (as :data:`Fields`) in what :meth:`Inbox.take` returned."""
+class Call(NamedTuple):
+    """The requests one model call answered, as :func:`runs` yields them: each request's
+    rows stacked in order in ``inputs`` and ``outputs`` (a None request id: not recorded)."""
+
+    model: str
+    version: str
+    ts: float
+    request_ids: list[str | None]
+    started: list[float]
+    rows: list[int]
+    metadata: list[str | None]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+    def records(self) -> Iterator[Fields]:
+        """One record per recorded request, its rows cut out of the call's tensors."""
+        rows, inputs, outputs, ts = self.rows, self.inputs, self.outputs, self.ts
+        n = len(rows)
+        # Rows that do not add up cannot be told apart: such records fail to encode, and the
+        # writer counts them lost (the batcher never stacks them: see runtime.batcher._key).
+        aligned = n == 1 or all(t[2][:1] == (sum(rows),) for t in (*inputs, *outputs))
+        first = 0
+        ins: list[Tensor] | None
+        outs: list[Tensor] | None
+        for k, request_id in enumerate(self.request_ids):
+            if request_id is not None:
+                if n == 1:  # whole tensors: one request's outputs need not have its input rows
+                    ins, outs = inputs, outputs
+                elif not aligned:
+                    ins = outs = None
+                else:
+                    ins, outs = _rows_of(inputs, first, rows[k]), _rows_of(outputs, first, rows[k])
+                latency = (ts - self.started[k]) * 1000.0
+                yield (None, request_id, self.model, self.version, ts, latency, "ok", None,
+                       self.metadata[k], ins, outs)  # fmt: skip
+            first += rows[k]
+
+
+def runs(items: list[Any]) -> Iterator[Fields | Call]:
+    """The runs in what :meth:`Inbox.take` returned: a lone record's :data:`Fields`, or a
+    :class:`Call` holding the records of one model call."""
     i, end = 0, len(items)
     while i < end:
         head = items[i]
-        if type(head) is int:
-            yield from _call_records(items, i)
-            i = _call_end(items, i)
+        if type(head) is int:  # a model call's requests
+            n, model, version, ts = items[i : i + 4]
+            i += 4
+            ids, started, rows, meta = (items[i + k * n : i + (k + 1) * n] for k in range(4))
+            inputs, i = _tensors(items, i + 4 * n + 1, items[i + 4 * n])
+            outputs, i = _tensors(items, i + 1, items[i])
+            yield Call(model, version, ts, ids, started, rows, meta, inputs, outputs)
             continue
         fields = items[i : i + _HEAD - 1]
         inputs, i = _tensors(items, i + _HEAD, items[i + _HEAD - 1])
         n_out = items[i]
-        outputs = None
         i += 1
-        if n_out >= 0:
-            outputs, i = _tensors(items, i, n_out)
+        if n_out < 0:
+            yield (*fields, inputs, None)
+            continue
+        outputs, i = _tensors(items, i, n_out)
         yield (*fields, inputs, outputs)
+
+
+def records(items: list[Any]) -> Iterator[Fields]:
+    """The records (as :data:`Fields`) in what :meth:`Inbox.take` returned."""
+    for run in runs(items):
+        if type(run) is Call:
+            yield from run.records()
+        else:
+            yield run
 
 
 def _call_end(items: list[Any], i: int) -> int:
     i += 4 + 4 * items[i]
     i = _skip(items, i + 1, items[i])
     return _skip(items, i + 1, items[i])
-
-
-def _call_records(items: list[Any], i: int) -> Iterator[Fields]:
-    """The records of the requests one model call answered (see :meth:`Inbox.put_call`)."""
-    n, model, version, ts = items[i : i + 4]
-    i += 4
-    ids, started, rows, meta = (items[i + k * n : i + (k + 1) * n] for k in range(4))
-    i += 4 * n
-    inputs, i = _tensors(items, i + 1, items[i])
-    outputs, i = _tensors(items, i + 1, items[i])
-    # Rows that do not add up cannot be told apart: such records fail to encode, and the
-    # writer counts them lost (the batcher never stacks them: see runtime.batcher._key).
-    aligned = n == 1 or all(t[2][:1] == (sum(rows),) for t in (*inputs, *outputs))
-    first = 0
-    ins: list[Tensor] | None
-    outs: list[Tensor] | None
-    for k in range(n):
-        if ids[k] is not None:
-            if n == 1:  # whole tensors: one request's outputs need not have its input rows
-                ins, outs = inputs, outputs
-            elif not aligned:
-                ins = outs = None
-            else:
-                ins, outs = _rows_of(inputs, first, rows[k]), _rows_of(outputs, first, rows[k])
-            latency = (ts - started[k]) * 1000.0
-            yield (None, ids[k], model, version, ts, latency, "ok", None, meta[k], ins, outs)
-        first += rows[k]

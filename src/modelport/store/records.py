@@ -24,6 +24,7 @@ __all__ = [
     "RESERVED_METADATA_KEYS",
     "PredictionRecord",
     "new_record_id",
+    "new_record_ids",
     "validate_feedback",
     "validate_metadata",
 ]
@@ -76,6 +77,12 @@ class PredictionRecord:
 def new_record_id() -> str:
     """A unique id: 64 random bits for this process, then a counter (no syscall per record)."""
     return f"{_PROCESS_ID}{next(_COUNTER):016x}"
+
+
+def new_record_ids(n: int) -> list[str]:
+    """``n`` ids as :func:`new_record_id` makes them."""
+    prefix = _PROCESS_ID
+    return [f"{prefix}{c:016x}" for c in itertools.islice(_COUNTER, n)]
 
 
 def validate_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:

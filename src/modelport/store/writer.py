@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .db import Database, is_disconnect
-from .inbox import Flush, Inbox, Stop, records
-from .rows import ROW_WIDTH, row_as_dict, row_from_dict, row_of, rows_in
+from .inbox import Call, Fields, Flush, Inbox, Stop, runs
+from .rows import ROW_WIDTH, call_rows, row_as_dict, row_from_dict, row_of, rows_in
 from .spool import Spool
 
 __all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
@@ -61,6 +62,7 @@ class Writer(threading.Thread):
         batch_size: int,
         max_input_bytes: int,
         linger_s: float,
+        yield_every: int | None = YIELD_EVERY,
     ) -> None:
         super().__init__(name="modelport-prediction-log", daemon=True)
         self.db = db
@@ -69,6 +71,9 @@ class Writer(threading.Thread):
         self.batch_size = batch_size
         self.max_input_bytes = max_input_bytes
         self.linger_s = linger_s
+        self.yield_every = yield_every
+        """Rows encoded between two GIL hand-offs; None in a process of its own, where no
+        request waits for the GIL."""
         self.stats = WriterStats()
         self._retry_at = 0.0  # monotonic time of the next database attempt while it is down
         self._backoff = RETRY_MIN_S
@@ -100,22 +105,38 @@ class Writer(threading.Thread):
             self.inbox.hurry.wait(self.linger_s)
         self.inbox.hurry.clear()
         items, _, markers = self.inbox.take()
-        # Each record is encoded as it is read: a batch held as objects would make the garbage
+        # Each run is encoded as it is read: a batch held as objects would make the garbage
         # collector run (see .inbox), so all a batch allocates is one flat list of row fields.
         flat: list[Any] = []
-        rows = 0
-        for item in records(items):
-            try:
-                flat += row_of(item, self.max_input_bytes)
-            except Exception:
-                self._lose(1, f"record {item[1]!r} could not be encoded")
-                continue
-            rows += 1
-            if rows % YIELD_EVERY == 0:
+        rows = unyielded = 0
+        for run in runs(items):
+            if type(run) is Call:
+                done = self._encode_call(run)
+                if done is not None:
+                    flat += done
+                    added = len(done) // ROW_WIDTH
+                    rows += added
+                    unyielded += added
+                    each: Iterable[Fields] = ()
+                else:
+                    each = run.records()
+            else:
+                each = (run,)
+            for item in each:
+                try:
+                    flat += row_of(item, self.max_input_bytes)
+                except Exception:
+                    self._lose(1, f"record {item[1]!r} could not be encoded")
+                    continue
+                rows += 1
+                unyielded += 1
+            if self.yield_every is not None and unyielded >= self.yield_every:
+                unyielded = 0
                 time.sleep(0)  # hand the GIL to the event loop and the model's worker
-            if rows % self.batch_size == 0:
+            if rows >= self.batch_size:
                 self._write(flat)
                 flat = []
+                rows = 0
         del items
         if flat:
             self._write(flat)
@@ -127,6 +148,14 @@ class Writer(threading.Thread):
             if isinstance(marker, Flush):
                 marker.finish(not self._down and len(self.spool) == 0)
         return any(isinstance(m, Stop) for m in markers)
+
+    def _encode_call(self, call: Call) -> list[Any] | None:
+        """A call's rows encoded at once (:func:`~.rows.call_rows`); None: one by one."""
+        try:
+            return call_rows(call, self.max_input_bytes)
+        except Exception:  # the general path then isolates what cannot be encoded
+            logger.debug("prediction log: a call falls back to per-record encoding", exc_info=True)
+            return None
 
     def _db_available(self, force: bool) -> bool:
         return not self._down or force or time.monotonic() >= self._retry_at
