@@ -94,8 +94,10 @@ def wrk_sample(
     content_type: str = "application/json",
     header_length: int | None = None,
     threads: int = 1,
+    authorization: str | None = None,
 ) -> Sample:
-    """Run wrk against ``url`` POSTing ``body`` for ``seconds`` on ``connections`` connections."""
+    """Run wrk against ``url`` POSTing ``body`` for ``seconds`` on ``connections`` connections
+    (with an ``Authorization`` header, if given)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise HarnessError("wrk is not installed: apt-get install wrk")
@@ -104,6 +106,7 @@ def wrk_sample(
         "BENCH_BODY": str(body),
         "BENCH_CONTENT_TYPE": content_type,
         "BENCH_HEADER_LENGTH": "" if header_length is None else str(header_length),
+        "BENCH_AUTHORIZATION": authorization or "",
     }
     threads = max(1, min(threads, connections))
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]

@@ -21,6 +21,7 @@ caller's CPU per record.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -245,6 +246,96 @@ def _paired_loss(rps: dict[str, list[float]], mode: str) -> float | None:
     return round(statistics.median(losses), 1)
 
 
+_TOKEN = "bench-admin-token"
+
+
+def _admin(port: int, method: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/admin/log", data=data, method=method,
+        headers={"authorization": f"Bearer {_TOKEN}", "content-type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as r:
+        answer: dict[str, object] = json.loads(r.read())
+    return answer
+
+
+def _drained(port: int) -> None:
+    """Wait until the log has written all it was handed (nothing spills into the next window)."""
+    give_up = time.monotonic() + 60
+    while _admin(port, "GET")["queued"] and time.monotonic() < give_up:
+        time.sleep(0.05)
+    time.sleep(0.6)  # the writer process reports its counters every 0.5 s
+
+
+def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """One server, its log's sample rate switched between 0 and 1 over the admin API for
+    windows of ``--window`` seconds, in ABBA order, the log drained between windows: each
+    logged window has an unlogged one beside it on the same process, so a host whose speed
+    drifts (this one's does, by tens of percent over minutes) moves both alike."""
+    bodies = build(W1, work)
+    body = bodies.json_request
+    port = free_port()
+    server = modelport_serve(bodies, port, free_port(), cpus=None, log=work / "serve.log")
+    db_url = args.log_db or f"sqlite:///{work / 'toggle-log.db'}"
+    server.cmd += ["--log-db", db_url, "--log-writer", "process"]
+    server.cmd += ["--admin", "--auth-token", _TOKEN]
+    server.cmd = pinned(server.cmd, args.server_cpus)
+    auth = f"Bearer {_TOKEN}"
+    rps: dict[float, list[float]] = {0.0: [], 1.0: []}
+    cpu_us: dict[float, list[float]] = {0.0: [], 1.0: []}
+    writer_us: list[float] = []
+    logged_requests = 0
+    with server:
+        server.wait_until(partial(_ready, port))
+        url = f"http://{HOST}:{port}/v2/models/{W1.key}/infer"
+        assert server.proc is not None
+        wrk_sample(url, body, connections=args.concurrency, seconds=2, cpus=args.client_cpus,
+                   authorization=auth)  # fmt: skip (and the writer process starts)
+        _drained(port)
+        child = _writer_pid(server.proc.pid)
+        if child is None:
+            raise RuntimeError("no writer process found under the server")
+        if args.client_cpus is not None and args.writer_cpus == "client":
+            for task in Path(f"/proc/{child}/task").iterdir():
+                os.sched_setaffinity(int(task.name), _cpu_set(args.client_cpus))
+        for pair in range(args.pairs):
+            for rate in (0.0, 1.0) if pair % 2 == 0 else (1.0, 0.0):
+                _admin(port, "POST", {"sample_rate": rate})
+                _drained(port)
+                before, child_before = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
+                sample = wrk_sample(
+                    url, body, connections=args.concurrency, seconds=args.window,
+                    cpus=args.client_cpus, authorization=auth,
+                )  # fmt: skip
+                used = _cpu_seconds(server.proc.pid) - before
+                rps[rate].append(sample.rps)
+                cpu_us[rate].append(used / max(sample.requests, 1) * 1e6)
+                if rate:
+                    logged_requests += sample.requests
+                    _drained(port)  # the writer's share of this window, measured whole
+                    writer_us.append((_cpu_seconds(child) - child_before) / sample.requests * 1e6)
+        state = _admin(port, "GET")
+    losses = [(off - on) / off * 100 for off, on in zip(rps[0.0], rps[1.0])]
+    costs = [(on - off) / off * 100 for off, on in zip(cpu_us[0.0], cpu_us[1.0])]
+    quartiles = statistics.quantiles(losses, n=4) if len(losses) > 1 else losses * 3
+    return {
+        "pairs": args.pairs,
+        "window_s": args.window,
+        "writer_cpus": args.writer_cpus,
+        "loss_percent_median": round(statistics.median(losses), 2),
+        "loss_percent_mean": round(statistics.fmean(losses), 2),
+        "loss_percent_quartiles": [round(q, 2) for q in (quartiles[0], quartiles[2])],
+        "server_cpu_cost_percent_median": round(statistics.median(costs), 2),
+        "rps_off_median": round(statistics.median(rps[0.0]), 1),
+        "rps_on_median": round(statistics.median(rps[1.0]), 1),
+        "writer_process_cpu_us_per_request": round(statistics.median(writer_us), 2),
+        "losses": [round(x, 1) for x in losses],
+        "requests_while_logging": logged_requests,
+        "log": state,
+    }
+
+
 def _neighbour(rate: float, args: argparse.Namespace, work: Path) -> subprocess.Popen[bytes]:
     """:mod:`bench.log_neighbour` at ``rate`` for the next sample, once it is logging."""
     cmd = [sys.executable, "-m", "bench.log_neighbour", str(rate), str(args.seconds + 1)]
@@ -283,9 +374,25 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated: off (no log), thread, process (the writer process on the "
         "server's CPUs), process-split (the writer process moved to the client's CPUs)",
     )
+    parser.add_argument(
+        "--pairs", type=int, default=0,
+        help="instead of the modes: this many ABBA pairs of windows on one server, its log's "
+        "sample rate switched between 0 and 1 (see toggled())",
+    )  # fmt: skip
+    parser.add_argument("--window", type=int, default=3, help="seconds per window (--pairs)")
+    parser.add_argument(
+        "--writer-cpus", choices=("server", "client"), default="client",
+        help="--pairs: the writer process on the server's CPUs or on the client's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.no_pin:
         args.server_cpus = args.client_cpus = None
+    if args.pairs:
+        (HERE / "_work").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=HERE / "_work") as tmp:
+            for key, value in toggled(args, Path(tmp)).items():
+                print(f"{key}: {value}")
+        return
     print("in-process:", in_process(args.records))
     (HERE / "_work").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=HERE / "_work") as tmp:

@@ -1,6 +1,7 @@
 -- wrk script: POST one fixed V2 inference body, then print a one-line JSON summary.
 -- Environment: BENCH_BODY (file with the body), BENCH_CONTENT_TYPE, and for binary tensors
--- BENCH_HEADER_LENGTH (the Inference-Header-Content-Length of the body).
+-- BENCH_HEADER_LENGTH (the Inference-Header-Content-Length of the body); BENCH_AUTHORIZATION,
+-- an Authorization header for a server started with an auth token.
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
@@ -9,6 +10,11 @@ wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/js
 local header_length = os.getenv("BENCH_HEADER_LENGTH")
 if header_length and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
+end
+
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
 end
 
 function done(summary, latency, requests)

@@ -277,3 +277,54 @@ def test_feedback_without_a_log_is_a_clear_error(repo: Path) -> None:
         asyncio.run(ask("tiny"))
     with pytest.raises(ModelNotFoundError):
         asyncio.run(ask("ghost"))
+
+
+ADMIN_TOKEN = "s3cret-admin"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_the_sample_rate_changes_while_serving_through_the_admin_api(
+    repo: Path, tmp_path: Path, sqlite_url: str
+) -> None:
+    admin = ["--admin", "--auth-token", ADMIN_TOKEN]
+    served = Served(repo, ["--log-db", sqlite_url, *admin], tmp_path)
+    x = np.ones((1, 4), np.float32)
+    try:
+        assert httpx.get(f"{served.url}/admin/log").status_code == 401  # behind the token
+        with httpx.Client(base_url=served.url, timeout=30, headers=ADMIN) as client:
+            state = client.get("/admin/log").json()
+            assert state["sample_rate"] == 1.0 and state["lost"] == 0
+            assert client.post("/admin/log", json={"sample_rate": 0}).status_code == 200
+            for k in range(10):
+                r = client.post("/v2/models/tiny/infer", json=body(x, f"unlogged-{k}"))
+                assert r.status_code == 200
+            bad_bodies = (
+                ({"sample_rate": 1.5}, "sample_rate"),
+                ({"sample_rate": "all"}, "sample_rate"),
+                ({"rate": 1}, "rate"),
+                ({}, "sample_rate"),
+            )
+            for bad, named in bad_bodies:
+                r = client.post("/admin/log", json=bad)
+                assert r.status_code == 400 and named in r.json()["error"], (bad, r.text)
+            state = client.post("/admin/log", json={"sample_rate": 1}).json()
+            assert state["sample_rate"] == 1.0 and state["sampled_out"] == 10
+            for k in range(5):
+                r = client.post("/v2/models/tiny/infer", json=body(x, f"logged-{k}"))
+                assert r.status_code == 200
+    finally:
+        served.stop()
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "read-spool") as log:
+        ids = sorted(row["request_id"] for row in log.predictions("tiny"))
+    assert ids == [f"logged-{k}" for k in range(5)]
+
+
+def test_the_log_admin_api_without_a_log_is_a_clear_404(repo: Path, tmp_path: Path) -> None:
+    served = Served(repo, ["--admin", "--auth-token", ADMIN_TOKEN], tmp_path)
+    try:
+        with httpx.Client(base_url=served.url, timeout=30, headers=ADMIN) as client:
+            for r in (client.get("/admin/log"), client.post("/admin/log", json={"sample_rate": 1})):
+                assert r.status_code == 404 and "--log-db" in r.json()["error"]
+            assert client.get("/v2/health/ready").status_code == 200
+    finally:
+        served.stop()

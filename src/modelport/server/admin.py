@@ -14,11 +14,14 @@ TorchServe's ShellTorch (CVE-2023-43654) happened. Routes::
     POST /admin/models/{name}/promote
     POST /admin/models/{name}/clear       drop the canary or shadow
     POST /admin/models/{name}/rollback
+    GET  /admin/log                       the prediction log's sample rate and counters
+    POST /admin/log                       {"sample_rate": 0.1}: record that share from now on
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from ..runtime.watcher import RepositoryWatcher
 from .rest import Request, Response, Route
 
 if TYPE_CHECKING:
+    from ..store.log import PredictionLog
     from .app import App
 
 __all__ = ["ADMIN_ROUTES", "VersionCollector", "install"]
@@ -156,6 +160,34 @@ async def rollback(request: Request) -> Response:
     return _json(200, await _versions(request).rollback(request.params["name"]))
 
 
+async def show_log(request: Request) -> Response:
+    log = request.app.dataplane.prediction_log
+    if log is None:
+        return _no_log()
+    return _json(200, _log_state(log))
+
+
+async def set_log(request: Request) -> Response:
+    body = await _body(request, ("sample_rate",))
+    log = request.app.dataplane.prediction_log
+    if log is None:
+        return _no_log()
+    rate = body["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise InvalidInputError(f'"sample_rate" must be a number from 0 to 1, got {rate!r}')
+    log.sample_rate = rate
+    return _json(200, _log_state(log))
+
+
+def _log_state(log: PredictionLog) -> dict[str, Any]:
+    return {"sample_rate": log.sample_rate, **dataclasses.asdict(log.stats)}
+
+
+def _no_log() -> Response:
+    why = "this server logs no predictions: start it with --log-db or --log-predictions"
+    return _json(404, {"error": why})
+
+
 _ADMIN = "/admin/models/{name}"
 
 ADMIN_ROUTES: tuple[Route, ...] = (
@@ -168,6 +200,8 @@ ADMIN_ROUTES: tuple[Route, ...] = (
     Route("POST", f"{_ADMIN}/promote", promote, "Admin: make the canary or shadow live"),
     Route("POST", f"{_ADMIN}/clear", clear, "Admin: drop the canary or shadow"),
     Route("POST", f"{_ADMIN}/rollback", rollback, "Admin: go back to the previous version"),
+    Route("GET", "/admin/log", show_log, "Admin: the prediction log's sample rate and counters"),
+    Route("POST", "/admin/log", set_log, "Admin: change the share of requests logged"),
 )
 """The admin routes, served only with ``admin`` on (and so behind the auth token)."""
 

@@ -77,7 +77,7 @@ class PredictionLog:
     ) -> None:
         self.db = db
         self.spool: Spool = writer.spool
-        self.sample_rate = sample_rate
+        self._sample_rate = _check_rate(sample_rate)
         self._inbox = inbox
         self._writer = writer
         self._lock = threading.Lock()
@@ -116,8 +116,7 @@ class PredictionLog:
         require("sqlalchemy", "store")
         from .db import Database
 
-        if not 0.0 <= sample_rate <= 1.0:
-            raise ConfigError(f"sample rate must be between 0 and 1, got {sample_rate}")
+        _check_rate(sample_rate)
         for name, value in (
             ("max_input_bytes", max_input_bytes),
             ("batch_size", batch_size),
@@ -169,6 +168,15 @@ class PredictionLog:
             )
         return cls(db, worker, inbox, sample_rate=sample_rate)
 
+    @property
+    def sample_rate(self) -> float:
+        """The share of requests recorded, 0 to 1; set it to change it while serving."""
+        return self._sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, value: float) -> None:
+        self._sample_rate = _check_rate(value)
+
     def record(self, record: PredictionRecord) -> bool:
         """Queue ``record`` for writing; False if it was sampled out or the queue is full.
 
@@ -206,11 +214,16 @@ class PredictionLog:
         One hand-over for the whole call: what the server's batches cost the request path.
         Never blocks and never raises.
         """
+        sample = self._sample_rate
+        if sample <= 0.0:
+            skipped = len(contexts) - contexts.count(None)
+            with self._lock:
+                self._sampled_out += skipped
+            return 0
         ids: list[str | None] = []
         started: list[float] = []
         metas: list[str | None] = []
         sampled_out = 0
-        sample = self.sample_rate
         for context in contexts:
             if context is None or (sample < 1.0 and random.random() >= sample):
                 sampled_out += context is not None
@@ -241,7 +254,7 @@ class PredictionLog:
         return queued
 
     def _put(self, *fields: Any) -> bool:
-        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+        if self._sample_rate < 1.0 and random.random() >= self._sample_rate:
             with self._lock:
                 self._sampled_out += 1
             return False
@@ -363,6 +376,12 @@ class PredictionLog:
         if log_it:
             logger.error("prediction log: record(s) lost: %s", why)
         return False
+
+
+def _check_rate(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"sample rate must be a number between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def _open_spool(db: Database, spool_dir: str | Path | None, limit: int) -> Spool:
