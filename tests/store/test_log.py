@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelport.errors import ConfigError
-from modelport.store import PredictionLog, PredictionRecord
+from modelport.store import PredictionLog, PredictionRecord, schema
 from modelport.store.schema import schema_version
 from modelport.store.spool import Spool
 from tests.store.pg import PostgresServer, _free_port
@@ -106,6 +106,37 @@ def test_record_round_trips_inputs_outputs_and_metadata(
     assert json.loads(large["inputs"]) == {"ids": {"shape": [1, 5000], "datatype": "<i8"}}
     assert len(large["inputs_sha256"]) == 64
     assert (large["status"], large["error"], large["outputs"]) == ("PredictionError", "boom", None)
+
+
+def test_failed_requests_among_answered_ones_keep_their_errors(
+    db_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    """Inserts of answered requests leave the error column to its default, those with a
+    failure bind it: a batch of several statements mixing both stores each row as it came."""
+    failed = {150, 151, 199}  # rows 0-149: statements without a failed request
+    with open_log(db_url, spool_dir=tmp_path / "spool") as log:
+        for k in range(250):
+            if k in failed:
+                record = make_record(k, status="PredictionError", error=f"boom {k}")
+                record.outputs = None
+            else:
+                record = make_record(k)
+            assert log.record(record)
+        assert log.flush(timeout=30)
+        engine = sa.create_engine(log.db.url)
+    p = schema.predictions
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(p.c.request_id, p.c.status, p.c.error, p.c.outputs,
+                                      p.c.inputs_truncated)).all()  # fmt: skip
+    engine.dispose()
+    assert len(rows) == 250
+    for request_id, status, error, outputs, truncated in rows:
+        k = int(request_id.removeprefix("req-"))
+        assert truncated is False
+        if k in failed:
+            assert (status, error, outputs) == ("PredictionError", f"boom {k}", None)
+        else:
+            assert (status, error) == ("ok", None) and json.loads(outputs)["y"]["shape"] == [1, 3]
 
 
 def test_runtime_predictions_with_several_tensors_round_trip(

@@ -380,7 +380,7 @@ class PredictionLog:
 
 def _check_rate(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"sample rate must be a number between 0 and 1, got {value!r}")
+        raise ConfigError(f"sample rate must be between 0 and 1, got {value!r}")
     return float(value)
 
 

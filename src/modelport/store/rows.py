@@ -73,7 +73,7 @@ def row_of(fields: Fields, max_input_bytes: int) -> Row:
         (dumps(_summary(inputs)) if truncated else encoded).decode(),
         hashlib.sha256(encoded).hexdigest(),
         size,
-        truncated,
+        int(truncated),  # 0/1: sqlite3 binds int at once, bool through its adapter lookup
         None if outputs is None else tensors_json(outputs).decode(),
         float(latency),
         status,
@@ -108,9 +108,11 @@ def call_rows(call: Call, max_input_bytes: int) -> list[Any] | None:
         n = len(keep)
     sizes = [len(encoded) for encoded in inputs]
     texts = [encoded.decode() for encoded in inputs]
+    truncated = [0] * n
     if max(sizes, default=0) > max_input_bytes:
         summary = dumps(_summary(_one_row(call.inputs))).decode()
         texts = [summary if size > max_input_bytes else t for size, t in zip(sizes, texts)]
+        truncated = [int(size > max_input_bytes) for size in sizes]
     sha256 = hashlib.sha256
     ts = float(call.ts)
     # Column by column into the flat row list: extended slices fill it in C.
@@ -124,7 +126,7 @@ def call_rows(call: Call, max_input_bytes: int) -> list[Any] | None:
         texts,
         [sha256(encoded).hexdigest() for encoded in inputs],
         sizes,
-        [size > max_input_bytes for size in sizes],
+        truncated,
         [encoded.decode() for encoded in outputs],
         [(ts - start) * 1000.0 for start in started],
         ["ok"] * n,
