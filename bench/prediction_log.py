@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -260,19 +262,28 @@ def _admin(port: int, method: str, body: dict[str, object] | None = None) -> dic
     return answer
 
 
-def _drained(port: int) -> None:
-    """Wait until the log has written all it was handed (nothing spills into the next window)."""
-    give_up = time.monotonic() + 60
-    while _admin(port, "GET")["queued"] and time.monotonic() < give_up:
-        time.sleep(0.05)
-    time.sleep(0.6)  # the writer process reports its counters every 0.5 s
+def _answered(port: int) -> float:
+    """Requests the server answered with 200 so far (its Prometheus counter)."""
+    request = urllib.request.Request(
+        f"http://{HOST}:{port}/metrics", headers={"authorization": f"Bearer {_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelport_requests_total{") and 'status="200"' in line
+    )
 
 
 def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    """One server, its log's sample rate switched between 0 and 1 over the admin API for
-    windows of ``--window`` seconds, in ABBA order, the log drained between windows: each
-    logged window has an unlogged one beside it on the same process, so a host whose speed
-    drifts (this one's does, by tens of percent over minutes) moves both alike."""
+    """One server under one continuous wrk run, its log's sample rate switched between 0 and 1
+    over the admin API in phases of ``--window`` seconds, in ABBA order; each phase's
+    throughput is read off the server's own request counter after ``--settle`` seconds (the
+    writer's backlog of the phase before is done by then). Each logged phase has an unlogged
+    one beside it on the same process and the same connections, so a host whose speed
+    drifts (this one's does, by tens of percent over minutes) moves both alike, and many
+    short pairs fit in a run."""
     bodies = build(W1, work)
     body = bodies.json_request
     port = free_port()
@@ -285,36 +296,42 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
     rps: dict[float, list[float]] = {0.0: [], 1.0: []}
     cpu_us: dict[float, list[float]] = {0.0: [], 1.0: []}
     writer_us: list[float] = []
-    logged_requests = 0
     with server:
         server.wait_until(partial(_ready, port))
         url = f"http://{HOST}:{port}/v2/models/{W1.key}/infer"
         assert server.proc is not None
-        wrk_sample(url, body, connections=args.concurrency, seconds=2, cpus=args.client_cpus,
-                   authorization=auth)  # fmt: skip (and the writer process starts)
-        _drained(port)
+        # a first request starts the writer process
+        wrk_sample(url, body, connections=8, seconds=1, cpus=args.client_cpus, authorization=auth)
+        time.sleep(0.6)
         child = _writer_pid(server.proc.pid)
         if child is None:
             raise RuntimeError("no writer process found under the server")
         if args.client_cpus is not None and args.writer_cpus == "client":
             for task in Path(f"/proc/{child}/task").iterdir():
                 os.sched_setaffinity(int(task.name), _cpu_set(args.client_cpus))
-        for pair in range(args.pairs):
-            for rate in (0.0, 1.0) if pair % 2 == 0 else (1.0, 0.0):
-                _admin(port, "POST", {"sample_rate": rate})
-                _drained(port)
-                before, child_before = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
-                sample = wrk_sample(
-                    url, body, connections=args.concurrency, seconds=args.window,
-                    cpus=args.client_cpus, authorization=auth,
-                )  # fmt: skip
-                used = _cpu_seconds(server.proc.pid) - before
-                rps[rate].append(sample.rps)
-                cpu_us[rate].append(used / max(sample.requests, 1) * 1e6)
-                if rate:
-                    logged_requests += sample.requests
-                    _drained(port)  # the writer's share of this window, measured whole
-                    writer_us.append((_cpu_seconds(child) - child_before) / sample.requests * 1e6)
+        seconds = math.ceil(args.pairs * 2 * (args.window + args.settle) + 4)
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(
+                wrk_sample, url, body, connections=args.concurrency, seconds=seconds,
+                cpus=args.client_cpus, authorization=auth,
+            )  # fmt: skip
+            time.sleep(1.5)
+            for pair in range(args.pairs):
+                for rate in (0.0, 1.0) if pair % 2 == 0 else (1.0, 0.0):
+                    _admin(port, "POST", {"sample_rate": rate})
+                    time.sleep(args.settle)
+                    n0, t0 = _answered(port), time.perf_counter()
+                    cpu0, child0 = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
+                    time.sleep(args.window)
+                    n1, t1 = _answered(port), time.perf_counter()
+                    cpu1, child1 = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
+                    answered = max(n1 - n0, 1.0)
+                    rps[rate].append(answered / (t1 - t0))
+                    cpu_us[rate].append((cpu1 - cpu0) / answered * 1e6)
+                    if rate:
+                        writer_us.append((child1 - child0) / answered * 1e6)
+            sample = load.result()
+        _admin(port, "POST", {"sample_rate": 1.0})
         state = _admin(port, "GET")
     losses = [(off - on) / off * 100 for off, on in zip(rps[0.0], rps[1.0])]
     costs = [(on - off) / off * 100 for off, on in zip(cpu_us[0.0], cpu_us[1.0])]
@@ -331,7 +348,8 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "rps_on_median": round(statistics.median(rps[1.0]), 1),
         "writer_process_cpu_us_per_request": round(statistics.median(writer_us), 2),
         "losses": [round(x, 1) for x in losses],
-        "requests_while_logging": logged_requests,
+        "wrk_requests": sample.requests,
+        "wrk_errors": sample.errors,
         "log": state,
     }
 
@@ -376,10 +394,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--pairs", type=int, default=0,
-        help="instead of the modes: this many ABBA pairs of windows on one server, its log's "
-        "sample rate switched between 0 and 1 (see toggled())",
+        help="instead of the modes: this many ABBA pairs of phases on one server under one "
+        "wrk run, its log's sample rate switched between 0 and 1 (see toggled())",
     )  # fmt: skip
-    parser.add_argument("--window", type=int, default=3, help="seconds per window (--pairs)")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per phase (--pairs)")
+    parser.add_argument(
+        "--settle", type=float, default=0.4,
+        help="--pairs: seconds after each switch before the phase is measured",
+    )  # fmt: skip
     parser.add_argument(
         "--writer-cpus", choices=("server", "client"), default="client",
         help="--pairs: the writer process on the server's CPUs or on the client's",
