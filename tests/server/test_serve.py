@@ -245,6 +245,30 @@ def test_unknown_log_writer_is_a_clear_cli_error(tiny_onnx: Path) -> None:
     assert "log_writer must be 'process' or 'thread', got 'fork'" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("log_db", "says"),
+    [
+        ("mysql://db/log", "unsupported log database URL scheme 'mysql'"),
+        ("/proc/no-such-folder/log.db", "cannot create the log's folder /proc/no-such-folder"),
+    ],
+)
+def test_a_bad_log_db_fails_before_anything_listens(
+    tiny_onnx: Path, log_db: str, says: str
+) -> None:
+    with free_socket() as probe:
+        http_port = probe.getsockname()[1]
+    with free_socket() as probe:
+        grpc_port = probe.getsockname()[1]
+    result = subprocess.run(
+        [*MODELPORT, "serve", str(tiny_onnx), "--log-db", log_db,
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"error: {says}" in result.stderr
+    assert "listening" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_port_in_use_is_a_clear_error(tiny_onnx: Path) -> None:
     with free_socket() as taken:
         taken.listen()

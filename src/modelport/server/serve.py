@@ -115,9 +115,23 @@ async def serve_async(
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = _server_class()(config)
-    if sockets is None:
-        sockets = [bind(settings.host, settings.http_port)]
-    grpc_server = await _start_grpc(dataplane, settings)
+    # The log first: a bad --log-db fails before any listener is up to be torn down.
+    prediction_log = None
+    if settings.log_db is not None:
+        from ..store.hook import attach
+
+        prediction_log = attach(
+            dataplane, settings.log_db, sample_rate=settings.log_sample_rate,
+            writer=settings.log_writer, metrics_registry=app.metrics.registry,
+        )  # fmt: skip
+    try:
+        if sockets is None:
+            sockets = [bind(settings.host, settings.http_port)]
+        grpc_server = await _start_grpc(dataplane, settings)
+    except BaseException:
+        if prediction_log is not None:
+            await prediction_log.aclose()
+        raise
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[Any]] = []
 
@@ -143,14 +157,6 @@ async def serve_async(
             server.handle_exit(signal.SIGTERM, None)
 
         loop.add_reader(stop_on_readable, parent_gone)
-    prediction_log = None
-    if settings.log_db is not None:
-        from ..store.hook import attach
-
-        prediction_log = attach(
-            dataplane, settings.log_db, sample_rate=settings.log_sample_rate,
-            writer=settings.log_writer, metrics_registry=app.metrics.registry,
-        )  # fmt: skip
     try:
         await server.serve(sockets=sockets)
     finally:
