@@ -343,6 +343,7 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "loss_percent_median": round(statistics.median(losses), 2),
         "loss_percent_mean": round(statistics.fmean(losses), 2),
         "loss_percent_quartiles": [round(q, 2) for q in (quartiles[0], quartiles[2])],
+        "loss_percent_median_ci95": [round(x, 2) for x in _median_ci(losses)],
         "server_cpu_cost_percent_median": round(statistics.median(costs), 2),
         "rps_off_median": round(statistics.median(rps[0.0]), 1),
         "rps_on_median": round(statistics.median(rps[1.0]), 1),
@@ -352,6 +353,17 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "wrk_errors": sample.errors,
         "log": state,
     }
+
+
+def _median_ci(values: list[float], level: float = 0.95, rounds: int = 4000) -> tuple[float, float]:
+    """A bootstrap interval for the median of ``values`` (fixed seed: the same data, the same
+    interval)."""
+    rng = np.random.default_rng(0)
+    data = np.asarray(values, dtype=float)
+    medians = np.median(rng.choice(data, size=(rounds, data.size)), axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _neighbour(rate: float, args: argparse.Namespace, work: Path) -> subprocess.Popen[bytes]:
