@@ -375,3 +375,36 @@ def test_cpu_lists_parse_as_taskset_reads_them() -> None:
 
     assert _cpu_set("1") == {1}
     assert _cpu_set("0,2-4") == {0, 2, 3, 4}
+
+
+def test_the_median_interval_brackets_the_median_and_repeats() -> None:
+    from bench.prediction_log import _median_ci
+
+    losses = [4.0, -2.0, 7.5, 5.0, 12.0, 3.0, 6.0, -8.0, 9.0, 1.0]
+    low, high = _median_ci(losses)
+    assert low < float(np.median(losses)) < high
+    assert (low, high) == _median_ci(losses)  # a fixed seed: the same data, the same interval
+    assert _median_ci([5.0] * 8) == (5.0, 5.0)
+
+
+@needs_wrk
+def test_toggled_pairs_run_end_to_end(tmp_path: Path) -> None:
+    """``--pairs``: one server under one wrk run, its log switched off and on over the admin
+    API; every request answered, none of the logged ones lost."""
+    import ast
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.prediction_log", "--pairs", "2", "--window", "0.5",
+         "--settle", "0.2", "--no-pin", "--log-db", f"sqlite:///{tmp_path / 'log.db'}"],
+        capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    losses = ast.literal_eval(result["losses"])
+    log = ast.literal_eval(result["log"])
+    assert len(losses) == 2 and int(result["wrk_errors"]) == 0
+    assert log["lost"] == 0 and log["written"] > 0 and log["sampled_out"] > 0
+    low, high = ast.literal_eval(result["loss_percent_median_ci95"])
+    assert low <= float(result["loss_percent_median"]) <= high
