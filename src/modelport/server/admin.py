@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..protocol.codec import dumps, loads
 from ..runtime.runner import ModelRunner
 from ..runtime.traffic import Canary
@@ -172,10 +172,10 @@ async def set_log(request: Request) -> Response:
     log = request.app.dataplane.prediction_log
     if log is None:
         return _no_log()
-    rate = body["sample_rate"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-        raise InvalidInputError(f'"sample_rate" must be a number from 0 to 1, got {rate!r}')
-    log.sample_rate = rate
+    try:
+        log.sample_rate = body["sample_rate"]  # the log checks it
+    except ConfigError as exc:
+        raise InvalidInputError(f'"sample_rate": {exc}') from None
     return _json(200, _log_state(log))
 
 

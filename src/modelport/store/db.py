@@ -95,9 +95,7 @@ class Database:
                 self.url, pool_pre_ping=True, pool_size=4, connect_args={"connect_timeout": 5}
             )
         self.migrated = False
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._row_marks = f"({', '.join(mark for _ in ROW_COLUMNS)})"
-        self._row_marks_without_error = f"({', '.join(mark for _ in _WITHOUT_ERROR)})"
+        self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._statements: dict[tuple[int, bool], str] = {}
         self._raw: Any = None  # the writer's DBAPI connection, kept between batches
 
@@ -133,7 +131,9 @@ class Database:
             else:
                 step = _ROWS_PER_STATEMENT * ROW_WIDTH
                 for start in range(0, len(flat), step):
-                    chunk = list(flat[start : start + step])
+                    chunk = flat[start : start + step]
+                    if type(chunk) is not list:
+                        chunk = list(chunk)
                     rows = len(chunk) // ROW_WIDTH
                     # sqlite3 binds str, int and float at once but looks None up among its
                     # adapters (about 0.4 µs each): without a failed request, leave the error
@@ -171,7 +171,7 @@ class Database:
         sql = self._statements.get((rows, with_error))
         if sql is None:
             columns = ROW_COLUMNS if with_error else _WITHOUT_ERROR
-            marks = self._row_marks if with_error else self._row_marks_without_error
+            marks = f"({', '.join(self._mark for _ in columns)})"
             sql = (
                 f"INSERT INTO {predictions.name} ({', '.join(columns)}) VALUES "
                 f"{', '.join([marks] * rows)} ON CONFLICT (record_id) DO NOTHING"
