@@ -335,10 +335,25 @@ def test_sampling(sqlite_url: str, tmp_path: Path, open_log: OpenLog) -> None:
         assert not log.record(make_record(1))
 
 
+def test_a_bad_sample_rate_set_while_logging_is_refused_and_logging_goes_on(
+    sqlite_url: str, tmp_path: Path, open_log: OpenLog
+) -> None:
+    with open_log(sqlite_url, spool_dir=tmp_path / "s") as log:
+        for bad in (-0.1, 2, None, "all"):
+            with pytest.raises(ConfigError, match="sample rate must be between 0 and 1"):
+                log.sample_rate = bad  # type: ignore[assignment]
+        assert log.sample_rate == 1.0
+        assert log.record(make_record(1))
+        assert log.flush(timeout=30)
+        assert logged_ids(sqlite_url, log) == ["req-1"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"sample_rate": 1.5}, "sample rate must be between 0 and 1"),
+        ({"sample_rate": True}, "sample rate must be between 0 and 1, got True"),
+        ({"sample_rate": "0.5"}, "sample rate must be between 0 and 1, got '0.5'"),
         ({"max_input_bytes": 0}, "max_input_bytes must be >= 1"),
         ({"spool_limit_bytes": -1}, "spool limit must be >= 0"),
     ],
