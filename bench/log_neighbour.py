@@ -7,6 +7,8 @@ server's writer process at that rate (and a little more: this process's hand-ove
 server attached. :mod:`bench.prediction_log` runs it beside an unlogged server, on the CPUs
 the writer process would use, to measure what that work costs the server through the machine
 alone (shared caches, memory bandwidth, a hypervisor's vCPUs) rather than through modelport.
+After a pause (``SIGSTOP``, as ``--pairs --control neighbour`` does) it goes on at ``RATE``
+rather than catching up.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv: list[str]) -> None:
         done = 0
         while (now := time.monotonic()) - started < seconds:
             due = int((now - started) * rate)
+            if due - done > rate * 0.1:  # it was paused (SIGSTOP): go on at the rate, no burst
+                done = due - PER_CALL
             while done < due:
                 contexts = [(f"n{done + k}", now, None) for k in range(PER_CALL)]
                 log.record_call("neighbour", "1", now, contexts, rows, {"x": x}, {"y": y})

@@ -13,6 +13,11 @@ that alternate (so a noisy neighbour hurts all alike; medians are kept):
   the writer's work costs the server through the machine (shared caches and memory, a VM's
   vCPUs) rather than through modelport.
 
+``--pairs N`` instead switches one server's log on and off under one wrk run (see
+:func:`toggled`); with ``--control neighbour`` or ``--control spin`` the server logs nothing and
+:mod:`bench.log_neighbour` or :mod:`bench.spin` is resumed and paused in its place, to tell
+what the same work, or bare CPU time, on the writer's vCPUs costs the server.
+
 Then checks that every answered request was logged (rows >= requests wrk counted) and none was
 lost. Also times the log in-process: ``record()`` on the caller's side, the drain rate, and the
 caller's CPU per record.
@@ -24,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -145,6 +151,23 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU of process ``pid`` and all its threads so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_times(cpus: set[int] | None) -> tuple[float, float, float]:
+    """``(busy, steal, total)`` jiffies summed over ``cpus`` (all when None), from
+    ``/proc/stat``; steal is the time a hypervisor ran something else on these vCPUs."""
+    busy = steal = total = 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        v = [int(x) for x in values[:8]]  # user nice system idle iowait irq softirq steal
+        busy += v[0] + v[1] + v[2] + v[5] + v[6]
+        steal += v[7]
+        total += sum(v)
+    return busy, steal, total
 
 
 MODES = {
@@ -296,6 +319,9 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
     rps: dict[float, list[float]] = {0.0: [], 1.0: []}
     cpu_us: dict[float, list[float]] = {0.0: [], 1.0: []}
     writer_us: list[float] = []
+    client_cpus = _cpu_set(args.client_cpus) if args.client_cpus is not None else None
+    client_busy: dict[float, list[float]] = {0.0: [], 1.0: []}
+    steal: list[float] = []
     with server:
         server.wait_until(partial(_ready, port))
         url = f"http://{HOST}:{port}/v2/models/{W1.key}/infer"
@@ -306,7 +332,11 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
         child = _writer_pid(server.proc.pid)
         if child is None:
             raise RuntimeError("no writer process found under the server")
-        if args.client_cpus is not None and args.writer_cpus == "client":
+        neighbour: subprocess.Popen[bytes] | None = None
+        if args.control != "none":  # the server logs nothing; other work beside it, or paused
+            _admin(port, "POST", {"sample_rate": 0.0})
+            neighbour, child = _control(args, work)
+        elif args.client_cpus is not None and args.writer_cpus == "client":
             for task in Path(f"/proc/{child}/task").iterdir():
                 os.sched_setaffinity(int(task.name), _cpu_set(args.client_cpus))
         seconds = math.ceil(args.pairs * 2 * (args.window + args.settle) + 4)
@@ -318,19 +348,31 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
             time.sleep(1.5)
             for pair in range(args.pairs):
                 for rate in (0.0, 1.0) if pair % 2 == 0 else (1.0, 0.0):
-                    _admin(port, "POST", {"sample_rate": rate})
+                    if neighbour is not None:
+                        os.killpg(neighbour.pid, signal.SIGCONT if rate else signal.SIGSTOP)
+                    else:
+                        _admin(port, "POST", {"sample_rate": rate})
                     time.sleep(args.settle)
                     n0, t0 = _answered(port), time.perf_counter()
                     cpu0, child0 = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
+                    client0, all0 = _cpu_times(client_cpus), _cpu_times(None)
                     time.sleep(args.window)
                     n1, t1 = _answered(port), time.perf_counter()
                     cpu1, child1 = _cpu_seconds(server.proc.pid), _cpu_seconds(child)
+                    client1, all1 = _cpu_times(client_cpus), _cpu_times(None)
+                    client_busy[rate].append(
+                        (client1[0] - client0[0]) / max(client1[2] - client0[2], 1) * 100
+                    )
+                    steal.append((all1[1] - all0[1]) / max(all1[2] - all0[2], 1) * 100)
                     answered = max(n1 - n0, 1.0)
                     rps[rate].append(answered / (t1 - t0))
                     cpu_us[rate].append((cpu1 - cpu0) / answered * 1e6)
                     if rate:
                         writer_us.append((child1 - child0) / answered * 1e6)
             sample = load.result()
+        if neighbour is not None:
+            os.killpg(neighbour.pid, signal.SIGKILL)
+            neighbour.wait()
         _admin(port, "POST", {"sample_rate": 1.0})
         state = _admin(port, "GET")
     losses = [(off - on) / off * 100 for off, on in zip(rps[0.0], rps[1.0])]
@@ -338,6 +380,7 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
     quartiles = statistics.quantiles(losses, n=4) if len(losses) > 1 else losses * 3
     return {
         "pairs": args.pairs,
+        "control": args.control,
         "window_s": args.window,
         "writer_cpus": args.writer_cpus,
         "loss_percent_median": round(statistics.median(losses), 2),
@@ -348,6 +391,10 @@ def toggled(args: argparse.Namespace, work: Path) -> dict[str, object]:
         "rps_off_median": round(statistics.median(rps[0.0]), 1),
         "rps_on_median": round(statistics.median(rps[1.0]), 1),
         "writer_process_cpu_us_per_request": round(statistics.median(writer_us), 2),
+        "client_cpus_busy_percent_off_on": [
+            round(statistics.median(client_busy[r]), 1) for r in (0.0, 1.0)
+        ],
+        "steal_percent_median": round(statistics.median(steal), 1),
         "losses": [round(x, 1) for x in losses],
         "wrk_requests": sample.requests,
         "wrk_errors": sample.errors,
@@ -366,11 +413,43 @@ def _median_ci(values: list[float], level: float = 0.95, rounds: int = 4000) -> 
     return float(low), float(high)
 
 
-def _neighbour(rate: float, args: argparse.Namespace, work: Path) -> subprocess.Popen[bytes]:
-    """:mod:`bench.log_neighbour` at ``rate`` for the next sample, once it is logging."""
-    cmd = [sys.executable, "-m", "bench.log_neighbour", str(rate), str(args.seconds + 1)]
-    cmd.append(f"sqlite:///{work / 'neighbour.db'}")
-    proc = subprocess.Popen(pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE)
+def _control(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``--control``'s process, started and stopped (``SIGSTOP``) on the client's CPUs, and
+    the process whose CPU time stands for the writer's."""
+    if args.control == "spin":
+        cmd = [sys.executable, "-m", "bench.spin", str(args.spin_duty)]
+        proc = subprocess.Popen(
+            pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"spinning":
+            raise RuntimeError("bench.spin did not start")
+        worker = proc.pid
+    else:
+        seconds = args.pairs * 2 * (args.window + args.settle) + 30
+        proc = _neighbour(args.neighbour_rate, args, work, seconds, args.neighbour_db)
+        worker = proc.writer_pid  # type: ignore[attr-defined]
+    os.killpg(proc.pid, signal.SIGSTOP)
+    return proc, worker
+
+
+def _neighbour(
+    rate: float,
+    args: argparse.Namespace,
+    work: Path,
+    seconds: float | None = None,
+    db: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """:mod:`bench.log_neighbour` at ``rate`` for the next sample (or ``seconds``) into
+    ``db`` (a fresh SQLite file), once it is logging; in a process group of its own with its
+    writer process."""
+    cmd = [sys.executable, "-m", "bench.log_neighbour", str(rate), str(seconds or args.seconds + 1)]
+    cmd.append(db or f"sqlite:///{work / 'neighbour.db'}")
+    proc = subprocess.Popen(
+        pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline().split()
     if not line or line[0] != b"logging":
@@ -417,6 +496,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--writer-cpus", choices=("server", "client"), default="client",
         help="--pairs: the writer process on the server's CPUs or on the client's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control", choices=("none", "neighbour", "spin"), default="none",
+        help="--pairs: instead of switching the server's log, keep it off and pause and resume "
+        "on the client's CPUs bench.log_neighbour (the same logging work, not coupled to the "
+        "server) or bench.spin (CPU time alone)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--neighbour-rate", type=float, default=13_000.0,
+        help="--control neighbour: records per second it logs (match the server's rate)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--neighbour-db", help="--control neighbour: its database (default: a fresh SQLite file)"
+    )
+    parser.add_argument(
+        "--spin-duty", type=float, default=0.1,
+        help="--control spin: the fraction of the time it spins (match the writer's CPU)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.no_pin:

@@ -408,3 +408,32 @@ def test_toggled_pairs_run_end_to_end(tmp_path: Path) -> None:
     assert log["lost"] == 0 and log["written"] > 0 and log["sampled_out"] > 0
     low, high = ast.literal_eval(result["loss_percent_median_ci95"])
     assert low <= float(result["loss_percent_median"]) <= high
+
+
+@needs_wrk
+@pytest.mark.parametrize("control", ["neighbour", "spin"])
+def test_toggled_pairs_with_a_control_pause_and_resume_it(tmp_path: Path, control: str) -> None:
+    """``--pairs --control``: the server's log stays off; the control process works in the
+    "on" phases (its CPU time is measured), is paused in the others, and is gone afterwards."""
+    import ast
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.prediction_log", "--pairs", "2", "--window", "0.5",
+         "--settle", "0.2", "--no-pin", "--log-db", f"sqlite:///{tmp_path / 'log.db'}",
+         "--control", control, "--neighbour-rate", "2000", "--spin-duty", "0.2"],
+        capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert result["control"] == control
+    assert len(ast.literal_eval(result["losses"])) == 2 and int(result["wrk_errors"]) == 0
+    assert float(result["writer_process_cpu_us_per_request"]) > 0  # the control did work
+    left = subprocess.run(
+        ["pgrep", "-f", f"bench.{'log_neighbour' if control == 'neighbour' else 'spin'}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert left.stdout.strip() == "", f"the control process outlived the run: {left.stdout}"

@@ -89,9 +89,7 @@ def test_the_common_call_gives_each_request_its_own_row() -> None:
     assert fast is not None
     rows = {row[1]: dict(zip(ROW_COLUMNS, row)) for row in split(fast)}
     assert list(rows) == ["a", "b", "d"]
-    assert rows["d"]["inputs"] == (
-        '{"x":{"shape":[1,2],"datatype":"<f4","data":[2.0,2.3333333]}}'
-    )
+    assert rows["d"]["inputs"] == ('{"x":{"shape":[1,2],"datatype":"<f4","data":[2.0,2.3333333]}}')
     assert rows["d"]["outputs"] == '{"y":{"shape":[1],"datatype":"<i8","data":[3]}}'
     assert rows["a"]["metadata"] == '{"u":1}' and rows["b"]["metadata"] == "{}"
     assert rows["b"]["latency_ms"] == pytest.approx(625.0)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -263,6 +264,22 @@ def test_log_predictions_uses_the_data_directory(serve: Any, tmp_path: Path) -> 
         [_exe(), "report", "tiny"], capture_output=True, text=True, env=env, check=False
     )
     assert report.returncode == 0 and "requests: 20" in report.stdout, report.stderr
+
+
+def test_ids_the_server_makes_are_logged_in_increasing_order(serve: Any, tmp_path: Path) -> None:
+    server = serve(f"sqlite:///{tmp_path / 'log.db'}")
+    x = np.zeros((1, 4), dtype=np.float32)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(30):  # no "id" in the body: the server makes one
+            answer = client.post("/v2/models/tiny/infer", json={"inputs": body(x, "")["inputs"]})
+            assert answer.status_code == 200, answer.text
+    server.stop()
+    with sqlite3.connect(tmp_path / "log.db") as db:
+        rows = db.execute("SELECT request_id FROM modelport_predictions ORDER BY id")
+        logged = [r for (r,) in rows]
+    assert len(logged) == 30 and len(set(logged)) == 30
+    # increasing ids keep the request-id index appending (no page splits in the middle)
+    assert logged == sorted(logged)
 
 
 def test_feedback_without_a_log_is_a_clear_error(repo: Path) -> None:

@@ -8,8 +8,9 @@ the edge (``server/errors.py``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import random
+import os
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,15 +32,31 @@ __all__ = ["DataPlane", "Metrics", "NullMetrics", "new_id"]
 log = logging.getLogger("modelport.runtime")
 
 
-def new_id() -> str:
-    """A new prediction id: 32 hex digits, the time in milliseconds then 80 random bits.
+def _new_id_source() -> None:
+    global _ID_NODE, _ID_COUNTER
+    _ID_NODE = f"{int.from_bytes(os.urandom(4), 'big'):08x}"
+    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(6), "big") >> 1)
 
-    Time first (as in UUIDv7) keeps the prediction log's request-id index appending at its
-    end instead of touching a random page per insert. Ids must be unique, not secret:
-    ``random`` (reseeded from the OS at start and in every forked child) gives them without
-    uuid4's system call per request.
+
+_ID_NODE: str
+_ID_COUNTER: itertools.count[int]
+_new_id_source()
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_id_source)
+
+
+def new_id() -> str:
+    """A new prediction id: 32 hex digits, the time in milliseconds, 32 random bits drawn once
+    per process, then a 48-bit counter that starts at a random value.
+
+    The ids one process makes increase (as UUIDv7's "dedicated counter" method, RFC 9562
+    §6.2), so the prediction log's request-id index only ever appends: ids with random bits
+    after the time land anywhere among the current millisecond's, and those inserts cost the
+    writer about 1 µs more each (SQLite's b-tree splits pages instead of appending). A forked
+    child draws its own random bits. Ids must be unique, not secret, and cost no system call.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+    count = next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF
+    return f"{time.time_ns() // 1_000_000:012x}{_ID_NODE}{count:012x}"
 
 
 class Metrics(Protocol):
