@@ -278,3 +278,75 @@ def test_modelport_serve_refuses_an_unknown_swap_policy(
     assert "swap_policy must be 'double_buffer' or 'swap_in_place', got 'hot'" in (
         capsys.readouterr().err
     )
+
+
+def test_admin_changes_reach_every_worker_process(tmp_path: Path) -> None:
+    """With ``--workers 2`` an admin call lands on one worker; every worker applies the change
+    (through the server's admin journal), so fresh connections, whichever worker takes them,
+    all see it."""
+    import json
+    import sqlite3
+    import threading
+
+    root = tmp_path / "repo"
+    make_version(root / "tiny", 1, delay=0.0)
+    make_version(root / "tiny", 2, delay=0.0)
+    db = tmp_path / "log.db"
+    args = [str(root), "--workers", "2", "--admin", "--auth-token", TOKEN,
+            "--log-db", f"sqlite:///{db}"]  # fmt: skip
+    logged: list[dict[str, Any]] = []
+
+    def read_logs(proc: Any) -> None:
+        for line in proc.stderr:
+            if line.startswith("{"):
+                logged.append(json.loads(line))
+
+    def said(message: str, **fields: Any) -> int:
+        return sum(
+            e["message"] == message and all(e.get(k) == v for k, v in fields.items())
+            for e in list(logged)
+        )
+
+    def answers(prefix: str, n: int = 16) -> set[str]:
+        """The versions that answer ``n`` requests, each on a new connection."""
+        seen = set()
+        for i in range(n):
+            with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
+                body = {**infer_body(x_for(i)), "id": f"{prefix}-{i}"}
+                r = client.post("/v2/models/tiny/infer", json=body)
+                assert r.status_code == 200, r.text
+                seen.add(str(r.json()["model_version"]))
+        return seen
+
+    with serving(args) as (proc, url):
+        reader = threading.Thread(target=read_logs, args=(proc,), daemon=True)
+        reader.start()
+        wait_for(lambda: said("Application startup complete.") == 2, "both workers up")
+        with httpx.Client(base_url=url, timeout=30, headers=AUTH) as admin:
+            assert answers("start") == {"2"}
+            pinned = admin.post("/admin/models/tiny/pin", json={"version": "1"})
+            assert pinned.status_code == 200 and pinned.json()["live"] == "1", pinned.text
+            applied = "admin change from another worker applied"
+            wait_for(lambda: said(applied, op="pin", version="1") == 1, "the other worker")
+            assert answers("pinned") == {"1"}
+            refused = admin.post("/admin/models/tiny/pin", json={"version": "7"})
+            assert refused.status_code == 404 and "has no version '7'" in refused.text
+            answers("logged")
+            rate = admin.post("/admin/log", json={"sample_rate": 0.0})
+            assert rate.status_code == 200 and rate.json()["sample_rate"] == 0.0
+            wait_for(lambda: said(applied, op="sample_rate") == 1, "the other worker")
+            answers("unlogged")
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=60)
+        reader.join(timeout=30)
+    assert returncode == 0, logged
+    refusal = "admin change from another worker refused here"
+    assert [(e["op"], e["version"], e["level"]) for e in logged if e["message"] == refusal] == [
+        ("pin", "7", "info")
+    ]
+    assert said(applied) == 2  # the pin and the sample rate, once each: nothing else
+    assert not [e for e in logged if e["level"] == "error"]
+    with sqlite3.connect(db) as conn:
+        ids = [r for (r,) in conn.execute("SELECT request_id FROM modelport_predictions")]
+    assert sum(i.startswith("logged-") for i in ids) == 16
+    assert not any(i.startswith("unlogged-") for i in ids)

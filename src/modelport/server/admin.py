@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..store.log import PredictionLog
     from .app import App
 
-__all__ = ["ADMIN_ROUTES", "VersionCollector", "install"]
+__all__ = ["ADMIN_ROUTES", "VersionCollector", "apply_change", "install"]
 
 
 def install(app: App) -> tuple[Route, ...]:
@@ -124,40 +124,38 @@ async def show(request: Request) -> Response:
 
 async def pin(request: Request) -> Response:
     body = await _body(request, ("version",))
-    state = await _versions(request).pin(request.params["name"], _version(body["version"]))
-    return _json(200, state)
+    return await _change(request, "pin", version=_version(body["version"]))
 
 
 async def unpin(request: Request) -> Response:
     await _body(request, ())
-    return _json(200, await _versions(request).unpin(request.params["name"]))
+    return await _change(request, "unpin")
 
 
 async def canary(request: Request) -> Response:
     body = await _body(request, ("version", "percent"))
-    name, version = request.params["name"], _version(body["version"])
-    return _json(200, await _versions(request).set_canary(name, version, body["percent"]))
+    version = _version(body["version"])
+    return await _change(request, "canary", version=version, percent=body["percent"])
 
 
 async def shadow(request: Request) -> Response:
     body = await _body(request, ("version",))
-    name, version = request.params["name"], _version(body["version"])
-    return _json(200, await _versions(request).set_shadow(name, version))
+    return await _change(request, "shadow", version=_version(body["version"]))
 
 
 async def promote(request: Request) -> Response:
     await _body(request, ())
-    return _json(200, await _versions(request).promote(request.params["name"]))
+    return await _change(request, "promote")
 
 
 async def clear(request: Request) -> Response:
     await _body(request, ())
-    return _json(200, await _versions(request).clear(request.params["name"]))
+    return await _change(request, "clear")
 
 
 async def rollback(request: Request) -> Response:
     await _body(request, ())
-    return _json(200, await _versions(request).rollback(request.params["name"]))
+    return await _change(request, "rollback")
 
 
 async def show_log(request: Request) -> Response:
@@ -169,14 +167,51 @@ async def show_log(request: Request) -> Response:
 
 async def set_log(request: Request) -> Response:
     body = await _body(request, ("sample_rate",))
-    log = request.app.dataplane.prediction_log
-    if log is None:
+    if request.app.dataplane.prediction_log is None:
         return _no_log()
-    try:
-        log.sample_rate = body["sample_rate"]  # the log checks it
-    except ConfigError as exc:
-        raise InvalidInputError(f'"sample_rate": {exc}') from None
-    return _json(200, _log_state(log))
+    return await _change(request, "sample_rate", sample_rate=body["sample_rate"])
+
+
+async def _change(request: Request, op: str, **args: Any) -> Response:
+    """Apply a change here, or, with several worker processes, through their journal (so
+    every worker applies it, in the same order)."""
+    name = request.params.get("name")
+    if name is not None:
+        args = {"model": name, **args}
+    journal = request.app.admin_journal
+    if journal is None:
+        return _json(200, await apply_change(request.app, op, args))
+    return _json(200, await journal.submit(op, args))
+
+
+async def apply_change(app: App, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Apply one admin change ``op`` with ``args`` to ``app``; the state it leaves."""
+    versions = app.dataplane.versions
+    if op == "sample_rate":
+        log = app.dataplane.prediction_log
+        if log is None:
+            raise ConfigError("this server logs no predictions")
+        try:
+            log.sample_rate = args["sample_rate"]  # the log checks it
+        except ConfigError as exc:
+            raise InvalidInputError(f'"sample_rate": {exc}') from None
+        return _log_state(log)
+    name = args["model"]
+    if op == "pin":
+        return await versions.pin(name, args["version"])
+    if op == "unpin":
+        return await versions.unpin(name)
+    if op == "canary":
+        return await versions.set_canary(name, args["version"], args["percent"])
+    if op == "shadow":
+        return await versions.set_shadow(name, args["version"])
+    if op == "promote":
+        return await versions.promote(name)
+    if op == "clear":
+        return await versions.clear(name)
+    if op == "rollback":
+        return await versions.rollback(name)
+    raise InvalidInputError(f"unknown admin change {op!r}")
 
 
 def _log_state(log: PredictionLog) -> dict[str, Any]:

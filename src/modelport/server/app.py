@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, ModelportError
 from ..protocol.codec import encode_error
@@ -22,6 +22,9 @@ from ..settings import Settings
 from .errors import PayloadTooLargeError, status_for
 from .metrics import PrometheusMetrics
 from .rest import ROUTES, Request, Response, Route
+
+if TYPE_CHECKING:
+    from .journal import AdminJournal
 
 __all__ = ["App", "create_app"]
 
@@ -63,6 +66,8 @@ class App:
         self.in_flight = 0
         self.metrics.track_in_flight("rest", lambda: self.in_flight)
         self.load_on_startup = load_on_startup
+        self.admin_journal: AdminJournal | None = None
+        """With several worker processes: where admin changes go so that each applies them."""
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         """Awaited at lifespan shutdown, before the data plane drains (e.g. stop gRPC)."""
         self._max_body = self.settings.max_body_size

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Generator
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -82,6 +85,7 @@ async def serve_async(
     sockets: list[socket.socket] | None = None,
     preload: bool = False,
     stop_on_readable: int | None = None,
+    admin_journal: str | None = None,
 ) -> None:
     """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop.
 
@@ -89,6 +93,8 @@ async def serve_async(
     ``preload`` loads them first (for worker processes sharing a socket, so none of them
     takes a connection it cannot serve yet). ``stop_on_readable`` is a file descriptor that
     becomes readable when the server should drain and stop (a parent process's sentinel).
+    ``admin_journal`` is the file through which the worker processes of one server apply each
+    admin change alike (:mod:`.journal`).
     """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
@@ -157,9 +163,17 @@ async def serve_async(
             server.handle_exit(signal.SIGTERM, None)
 
         loop.add_reader(stop_on_readable, parent_gone)
+    if admin_journal is not None and settings.admin:
+        from .admin import apply_change
+        from .journal import AdminJournal
+
+        app.admin_journal = AdminJournal(admin_journal, partial(apply_change, app))
+        app.admin_journal.start()
     try:
         await server.serve(sockets=sockets)
     finally:
+        if app.admin_journal is not None:
+            await app.admin_journal.stop()
         if prediction_log is not None:
             await prediction_log.aclose()  # after the drain: every answered request is logged
 
@@ -222,7 +236,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, sock: socket.socket, journal: str | None = None) -> None:
     import multiprocessing
 
     from .logs import configure_logging
@@ -231,7 +245,12 @@ def _worker(settings: Settings, sock: socket.socket) -> None:
     parent = multiprocessing.parent_process()
     # If the supervisor dies without relaying a signal, drain and stop instead of lingering.
     sentinel = parent.sentinel if parent is not None else None
-    _run(serve_async(settings, sockets=[sock], preload=True, stop_on_readable=sentinel))
+    _run(
+        serve_async(
+            settings, sockets=[sock], preload=True, stop_on_readable=sentinel,
+            admin_journal=journal,
+        )
+    )  # fmt: skip
 
 
 def _supervise(settings: Settings) -> None:
@@ -240,9 +259,14 @@ def _supervise(settings: Settings) -> None:
 
     require("uvicorn", extra="serve")  # fail here, not in each worker
     sock = bind(settings.host, settings.http_port)
+    # Admin calls reach one worker: they go through a journal every worker follows.
+    folder = tempfile.mkdtemp(prefix="modelport-admin-") if settings.admin else None
+    journal = os.path.join(folder, "journal.jsonl") if folder else None
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(settings, sock), name=f"modelport-worker-{i}")
+        context.Process(
+            target=_worker, args=(settings, sock, journal), name=f"modelport-worker-{i}"
+        )
         for i in range(settings.workers)
     ]
     for process in processes:
@@ -265,6 +289,8 @@ def _supervise(settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     # A worker still loading when the relayed SIGTERM came had served nothing: it dies of the
     # signal (its handlers are installed once it serves), and that is a clean stop too.
     clean = {0, -signal.SIGTERM} if stopping else {0}
