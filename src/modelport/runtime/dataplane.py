@@ -51,9 +51,10 @@ def new_id() -> str:
 
     The ids one process makes increase (as UUIDv7's "dedicated counter" method, RFC 9562
     §6.2), so the prediction log's request-id index only ever appends: ids with random bits
-    after the time land anywhere among the current millisecond's, and those inserts cost the
-    writer about 1 µs more each (SQLite's b-tree splits pages instead of appending). A forked
-    child draws its own random bits. Ids must be unique, not secret, and cost no system call.
+    after the time land anywhere among the current millisecond's, and SQLite's b-tree then
+    splits pages instead of appending (about 1 µs more per insert where many ids share a
+    millisecond). A forked child draws its own random bits. Ids must be unique, not secret,
+    and cost no system call.
     """
     count = next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF
     return f"{time.time_ns() // 1_000_000:012x}{_ID_NODE}{count:012x}"
