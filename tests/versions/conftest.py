@@ -162,6 +162,8 @@ class Load:
     url: str
     concurrency: int = 8
     headers: dict[str, str] = field(default_factory=dict)
+    keepalive: bool = True
+    """False: a new connection per request (so several worker processes all take some)."""
     statuses: Counter[int] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -199,7 +201,12 @@ class Load:
         wait_for(lambda: self.total >= target, f"{n} more requests")
 
     async def _main(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=60, headers=self.headers) as c:
+        limits = httpx.Limits(
+            max_connections=100, max_keepalive_connections=20 if self.keepalive else 0
+        )
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=60, headers=self.headers, limits=limits
+        ) as c:
             await asyncio.gather(*(self._worker(c, k) for k in range(self.concurrency)))
 
     async def _worker(self, client: httpx.AsyncClient, k: int) -> None:

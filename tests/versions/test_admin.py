@@ -19,6 +19,7 @@ from tests.server.test_serve import serving
 from tests.versions.conftest import (
     AUTH,
     TOKEN,
+    Load,
     make_version,
     serve,
     version_status,
@@ -280,73 +281,130 @@ def test_modelport_serve_refuses_an_unknown_swap_policy(
     )
 
 
+class ServerLogs:
+    """A live ``modelport serve``'s JSON log lines, read from its stderr in a thread."""
+
+    def __init__(self, proc: Any) -> None:
+        import json
+        import threading
+
+        self.lines: list[dict[str, Any]] = []
+
+        def read() -> None:
+            for line in proc.stderr:
+                if line.startswith("{"):
+                    self.lines.append(json.loads(line))
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
+    def count(self, message: str, **fields: Any) -> int:
+        """Lines with ``message`` and ``fields``."""
+        return sum(
+            e["message"] == message and all(e.get(k) == v for k, v in fields.items())
+            for e in list(self.lines)
+        )
+
+
+APPLIED = "admin change from another worker applied"
+
+
+def _workers_serving(root: Path, tmp_path: Path) -> list[str]:
+    make_version(root / "tiny", 1, delay=0.0)
+    make_version(root / "tiny", 2, delay=0.0)
+    return [str(root), "--workers", "2", "--admin", "--auth-token", TOKEN,
+            "--log-db", f"sqlite:///{tmp_path / 'log.db'}"]  # fmt: skip
+
+
+def _fresh_answers(url: str, prefix: str, n: int = 16) -> set[str]:
+    """The versions that answer ``n`` requests, each on a new connection (so any worker)."""
+    seen = set()
+    for i in range(n):
+        with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
+            body = {**infer_body(x_for(i)), "id": f"{prefix}-{i}"}
+            r = client.post("/v2/models/tiny/infer", json=body)
+            assert r.status_code == 200, r.text
+            seen.add(str(r.json()["model_version"]))
+    return seen
+
+
+def _requests_counted(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("modelport_requests_total{")
+    )
+
+
 def test_admin_changes_reach_every_worker_process(tmp_path: Path) -> None:
     """With ``--workers 2`` an admin call lands on one worker; every worker applies the change
     (through the server's admin journal), so fresh connections, whichever worker takes them,
     all see it."""
-    import json
     import sqlite3
-    import threading
 
-    root = tmp_path / "repo"
-    make_version(root / "tiny", 1, delay=0.0)
-    make_version(root / "tiny", 2, delay=0.0)
-    db = tmp_path / "log.db"
-    args = [str(root), "--workers", "2", "--admin", "--auth-token", TOKEN,
-            "--log-db", f"sqlite:///{db}"]  # fmt: skip
-    logged: list[dict[str, Any]] = []
-
-    def read_logs(proc: Any) -> None:
-        for line in proc.stderr:
-            if line.startswith("{"):
-                logged.append(json.loads(line))
-
-    def said(message: str, **fields: Any) -> int:
-        return sum(
-            e["message"] == message and all(e.get(k) == v for k, v in fields.items())
-            for e in list(logged)
-        )
-
-    def answers(prefix: str, n: int = 16) -> set[str]:
-        """The versions that answer ``n`` requests, each on a new connection."""
-        seen = set()
-        for i in range(n):
-            with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
-                body = {**infer_body(x_for(i)), "id": f"{prefix}-{i}"}
-                r = client.post("/v2/models/tiny/infer", json=body)
-                assert r.status_code == 200, r.text
-                seen.add(str(r.json()["model_version"]))
-        return seen
-
+    args = _workers_serving(tmp_path / "repo", tmp_path)
     with serving(args) as (proc, url):
-        reader = threading.Thread(target=read_logs, args=(proc,), daemon=True)
-        reader.start()
-        wait_for(lambda: said("Application startup complete.") == 2, "both workers up")
+        logs = ServerLogs(proc)
+        wait_for(lambda: logs.count("Application startup complete.") == 2, "both workers up")
         with httpx.Client(base_url=url, timeout=30, headers=AUTH) as admin:
-            assert answers("start") == {"2"}
+            assert _fresh_answers(url, "start") == {"2"}
             pinned = admin.post("/admin/models/tiny/pin", json={"version": "1"})
             assert pinned.status_code == 200 and pinned.json()["live"] == "1", pinned.text
-            applied = "admin change from another worker applied"
-            wait_for(lambda: said(applied, op="pin", version="1") == 1, "the other worker")
-            assert answers("pinned") == {"1"}
+            wait_for(lambda: logs.count(APPLIED, op="pin", version="1") == 1, "the other worker")
+            assert _fresh_answers(url, "pinned") == {"1"}
             refused = admin.post("/admin/models/tiny/pin", json={"version": "7"})
             assert refused.status_code == 404 and "has no version '7'" in refused.text
-            answers("logged")
+            _fresh_answers(url, "logged")
             rate = admin.post("/admin/log", json={"sample_rate": 0.0})
             assert rate.status_code == 200 and rate.json()["sample_rate"] == 0.0
-            wait_for(lambda: said(applied, op="sample_rate") == 1, "the other worker")
-            answers("unlogged")
+            wait_for(lambda: logs.count(APPLIED, op="sample_rate") == 1, "the other worker")
+            _fresh_answers(url, "unlogged")
         proc.send_signal(signal.SIGTERM)
         returncode = proc.wait(timeout=60)
-        reader.join(timeout=30)
-    assert returncode == 0, logged
+        logs.reader.join(timeout=30)
+    assert returncode == 0, logs.lines
     refusal = "admin change from another worker refused here"
-    assert [(e["op"], e["version"], e["level"]) for e in logged if e["message"] == refusal] == [
+    assert [(e["op"], e["version"], e["level"]) for e in logs.lines if e["message"] == refusal] == [
         ("pin", "7", "info")
     ]
-    assert said(applied) == 2  # the pin and the sample rate, once each: nothing else
-    assert not [e for e in logged if e["level"] == "error"]
-    with sqlite3.connect(db) as conn:
+    assert logs.count(APPLIED) == 2  # the pin and the sample rate, once each: nothing else
+    assert not [e for e in logs.lines if e["level"] == "error"]
+    with sqlite3.connect(tmp_path / "log.db") as conn:
         ids = [r for (r,) in conn.execute("SELECT request_id FROM modelport_predictions")]
     assert sum(i.startswith("logged-") for i in ids) == 16
     assert not any(i.startswith("unlogged-") for i in ids)
+
+
+def test_pin_and_rollback_across_workers_under_load_fail_no_request(tmp_path: Path) -> None:
+    """Under concurrent load on both workers, a pin then a rollback go through the journal:
+    each worker swaps with no failed or wrong answer, and all end on the same version."""
+    args = _workers_serving(tmp_path / "repo", tmp_path)
+    with serving(args) as (proc, url):
+        logs = ServerLogs(proc)
+        wait_for(lambda: logs.count("Application startup complete.") == 2, "both workers up")
+        with (
+            httpx.Client(base_url=url, timeout=30, headers=AUTH) as admin,
+            Load(url, concurrency=8, headers=AUTH, keepalive=False) as load,
+        ):
+            pinned = admin.post("/admin/models/tiny/pin", json={"version": "1"})
+            assert pinned.status_code == 200, pinned.text
+            wait_for(lambda: logs.count(APPLIED, op="pin") == 1, "the other worker's pin")
+            load.wait_more(200)
+            back = admin.post("/admin/models/tiny/rollback")
+            assert back.status_code == 200 and back.json()["live"] == "2", back.text
+            wait_for(lambda: logs.count(APPLIED, op="rollback") == 1, "the other worker's rollback")
+            load.wait_more(200)
+        assert load.failures == [] and load.wrong == []
+        assert set(load.statuses) == {200}
+        assert set(load.versions) == {"1", "2"}
+        # Both workers took part: scrapes on fresh connections see two request counters.
+        served = set()
+        for _ in range(40):
+            with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
+                served.add(_requests_counted(client.get("/metrics").text))
+        assert len(served) == 2 and min(served) > 0, served
+        assert _fresh_answers(url, "after") == {"2"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        logs.reader.join(timeout=30)
+    assert not [e for e in logs.lines if e["level"] == "error"]
