@@ -309,11 +309,11 @@ class ServerLogs:
 APPLIED = "admin change from another worker applied"
 
 
-def _workers_serving(root: Path, tmp_path: Path) -> list[str]:
+def _workers_serving(root: Path, tmp_path: Path, *more: str) -> list[str]:
     make_version(root / "tiny", 1, delay=0.0)
     make_version(root / "tiny", 2, delay=0.0)
     return [str(root), "--workers", "2", "--admin", "--auth-token", TOKEN,
-            "--log-db", f"sqlite:///{tmp_path / 'log.db'}"]  # fmt: skip
+            "--log-db", f"sqlite:///{tmp_path / 'log.db'}", *more]  # fmt: skip
 
 
 def _fresh_answers(url: str, prefix: str, n: int = 16) -> set[str]:
@@ -404,6 +404,33 @@ def test_pin_and_rollback_across_workers_under_load_fail_no_request(tmp_path: Pa
                 served.add(_requests_counted(client.get("/metrics").text))
         assert len(served) == 2 and min(served) > 0, served
         assert _fresh_answers(url, "after") == {"2"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        logs.reader.join(timeout=30)
+    assert not [e for e in logs.lines if e["level"] == "error"]
+
+
+def test_a_pin_waits_for_a_version_just_written_on_every_worker(tmp_path: Path) -> None:
+    """Each worker's watcher finds a new version directory on its own schedule, after two
+    scans that agree: a pin sent right after the copy waits for it on every worker instead of
+    being refused (and leaving the workers apart). A version not on disk is refused at once."""
+    root = tmp_path / "repo"
+    args = _workers_serving(root, tmp_path, "--watch-interval", "1")
+    with serving(args) as (proc, url):
+        logs = ServerLogs(proc)
+        wait_for(lambda: logs.count("Application startup complete.") == 2, "both workers up")
+        assert logs.count("watching the model repository") == 2  # each worker watches
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as admin:
+            assert admin.post("/admin/models/tiny/pin", json={"version": "1"}).status_code == 200
+            wait_for(lambda: logs.count(APPLIED, op="pin", version="1") == 1, "the other worker")
+            make_version(root / "tiny", 3, delay=0.0)
+            pinned = admin.post("/admin/models/tiny/pin", json={"version": "3"})
+            assert pinned.status_code == 200, pinned.text
+            assert pinned.json()["live"] == "3" and pinned.json()["pinned"] is True
+            wait_for(lambda: logs.count(APPLIED, op="pin", version="3") == 1, "the other worker")
+            assert _fresh_answers(url, "three") == {"3"}
+            missing = admin.post("/admin/models/tiny/pin", json={"version": "9"})
+            assert missing.status_code == 404 and "has no version '9'" in missing.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         logs.reader.join(timeout=30)

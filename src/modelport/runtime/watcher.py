@@ -30,7 +30,7 @@ from ..model import Model
 from .repository import _is_model_dir
 from .versions import VersionManager
 
-__all__ = ["RepositoryWatcher", "layout", "resolve_version"]
+__all__ = ["RepositoryWatcher", "layout", "on_disk", "resolve_version"]
 
 log = logging.getLogger("modelport.runtime")
 
@@ -48,6 +48,20 @@ def layout(root: Path) -> list[Path] | None:
     if _version_dirs(root):
         return [root]
     return _subdirs(root)
+
+
+def on_disk(root: Path, model: str, version: str) -> bool:
+    """Whether ``root`` holds a directory for ``version`` of the model served as ``model``
+    (found by the watcher or not yet)."""
+    if not version.isdigit():
+        return False
+    for model_dir in layout(root) or []:
+        version_dir = model_dir / version
+        if not version_dir.is_dir() or not _is_model_dir(version_dir):
+            continue
+        if (_config_name(model_dir, version_dir) or model_dir.name) == model:
+            return True
+    return False
 
 
 def resolve_version(

@@ -20,17 +20,19 @@ TorchServe's ShellTorch (CVE-2023-43654) happened. Routes::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError, InvalidInputError, ModelNotFoundError
 from ..protocol.codec import dumps, loads
 from ..runtime.runner import ModelRunner
 from ..runtime.traffic import Canary
 from ..runtime.versions import VersionManager
-from ..runtime.watcher import RepositoryWatcher
+from ..runtime.watcher import RepositoryWatcher, on_disk
 from .rest import Request, Response, Route
 
 if TYPE_CHECKING:
@@ -185,7 +187,39 @@ async def _change(request: Request, op: str, **args: Any) -> Response:
 
 
 async def apply_change(app: App, op: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Apply one admin change ``op`` with ``args`` to ``app``; the state it leaves."""
+    """Apply one admin change ``op`` with ``args`` to ``app``; the state it leaves.
+
+    A version already in the repository that the watcher has not found yet (it waits for two
+    scans that agree, so as not to load a half-copied directory) is waited for, up to two
+    watch intervals and a second, rather than refused: with several workers, each finds a new
+    version on its own schedule, and a pin must not be refused by the ones that scan later.
+    """
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    while True:
+        try:
+            return await _apply(app, op, args)
+        except ModelNotFoundError:
+            if deadline is None:
+                if not await asyncio.to_thread(_on_disk, app, args):
+                    raise
+                deadline = loop.time() + 2 * app.settings.watch_interval + 1.0
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(_FOUND_POLL_S)
+
+
+_FOUND_POLL_S = 0.1
+
+
+def _on_disk(app: App, args: dict[str, Any]) -> bool:
+    root, version = app.settings.model_path, args.get("version")
+    if not app.settings.watch or root is None or version is None:
+        return False
+    return on_disk(Path(root), args["model"], str(version))
+
+
+async def _apply(app: App, op: str, args: dict[str, Any]) -> dict[str, Any]:
     versions = app.dataplane.versions
     if op == "sample_rate":
         log = app.dataplane.prediction_log

@@ -98,9 +98,11 @@ async def serve_async(
     """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
+    # The app first: it configures the version manager (the repository watcher), which the
+    # load then starts.
+    app = create_app(dataplane, settings, load_on_startup=not preload)
     if preload:
         await dataplane.load()
-    app = create_app(dataplane, settings, load_on_startup=not preload)
     if not settings.loopback_only and not settings.auth_token:
         log.warning(
             "serving beyond loopback without authentication; set --auth-token",
