@@ -16,6 +16,9 @@ TorchServe's ShellTorch (CVE-2023-43654) happened. Routes::
     POST /admin/models/{name}/rollback
     GET  /admin/log                       the prediction log's sample rate and counters
     POST /admin/log                       {"sample_rate": 0.1}: record that share from now on
+
+With several worker processes a change goes through their journal (:mod:`.journal`), so
+every worker applies it; ``GET`` routes answer the state of the worker that takes the call.
 """
 
 from __future__ import annotations
