@@ -398,10 +398,12 @@ def test_pin_and_rollback_across_workers_under_load_fail_no_request(tmp_path: Pa
         assert set(load.statuses) == {200}
         assert set(load.versions) == {"1", "2"}
         # Both workers took part: scrapes on fresh connections see two request counters.
-        served = set()
-        for _ in range(40):
+        served: set[float] = set()
+        for _ in range(200):  # until a scrape has reached each worker
             with httpx.Client(base_url=url, timeout=30, headers=AUTH) as client:
                 served.add(_requests_counted(client.get("/metrics").text))
+            if len(served) == 2:
+                break
         assert len(served) == 2 and min(served) > 0, served
         assert _fresh_answers(url, "after") == {"2"}
         proc.send_signal(signal.SIGTERM)
