@@ -418,13 +418,7 @@ def _control(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen[byt
     the process whose CPU time stands for the writer's."""
     if args.control == "spin":
         cmd = [sys.executable, "-m", "bench.spin", str(args.spin_duty)]
-        proc = subprocess.Popen(
-            pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != b"spinning":
-            raise RuntimeError("bench.spin did not start")
+        proc, _ = _started(cmd, args, b"spinning")
         worker = proc.pid
     else:
         seconds = args.pairs * 2 * (args.window + args.settle) + 30
@@ -446,16 +440,27 @@ def _neighbour(
     writer process."""
     cmd = [sys.executable, "-m", "bench.log_neighbour", str(rate), str(seconds or args.seconds + 1)]
     cmd.append(db or f"sqlite:///{work / 'neighbour.db'}")
+    proc, words = _started(cmd, args, b"logging")
+    proc.writer_pid = int(words[1])  # type: ignore[attr-defined]
+    return proc
+
+
+def _started(
+    cmd: list[str], args: argparse.Namespace, ready: bytes
+) -> tuple[subprocess.Popen[bytes], list[bytes]]:
+    """``cmd`` on the client's CPUs in a process group of its own, once the first line it
+    prints starts with ``ready``; the process and that line's words."""
     proc = subprocess.Popen(
         pinned(cmd, args.client_cpus), cwd=HERE.parent, stdout=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if not line or line[0] != b"logging":
-        raise RuntimeError(f"bench.log_neighbour did not start: {line!r}")
-    proc.writer_pid = int(line[1])  # type: ignore[attr-defined]
-    return proc
+    words = proc.stdout.readline().split()
+    if not words or words[0] != ready:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{cmd[2]} did not start: {words!r}")
+    return proc, words
 
 
 def _cpu_set(spec: str) -> set[int]:
