@@ -437,3 +437,16 @@ def test_toggled_pairs_with_a_control_pause_and_resume_it(tmp_path: Path, contro
         check=False,
     )
     assert left.stdout.strip() == "", f"the control process outlived the run: {left.stdout}"
+
+
+@pytest.mark.parametrize("duty", ["0", "1.5", "-0.1"])
+def test_spin_refuses_a_duty_outside_0_to_1(duty: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.spin", duty], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode != 0 and f"DUTY must be in (0, 1], got {float(duty)}" in done.stderr
+    assert "spinning" not in done.stdout
