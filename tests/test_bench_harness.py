@@ -422,7 +422,7 @@ def test_toggled_pairs_with_a_control_pause_and_resume_it(tmp_path: Path, contro
     done = subprocess.run(
         [sys.executable, "-m", "bench.prediction_log", "--pairs", "2", "--window", "0.5",
          "--settle", "0.2", "--no-pin", "--log-db", f"sqlite:///{tmp_path / 'log.db'}",
-         "--control", control, "--neighbour-rate", "2000", "--spin-duty", "0.2"],
+         "--control", control, "--neighbour-rate", "10000", "--spin-duty", "0.2"],
         capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

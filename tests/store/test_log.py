@@ -89,17 +89,18 @@ def test_record_round_trips_inputs_outputs_and_metadata(
         )
         assert log.flush(timeout=30)
         engine = sa.create_engine(log.db.url)
-    with engine.connect() as conn:
+    with engine.connect() as conn:  # each lone record is a call of one request
         rows = {
-            r.request_id: r
-            for r in conn.execute(sa.text("SELECT * FROM modelport_predictions")).mappings()
+            json.loads(r.request_ids)[0]: r
+            for r in conn.execute(sa.text("SELECT * FROM modelport_calls")).mappings()
         }
     engine.dispose()
     small = rows["req-3"]
+    assert (small["requests"], small["latency_ms"]) == (1, "[1.5]")
     inputs = json.loads(small["inputs"])
     assert inputs["x"]["shape"] == [1, 4] and inputs["x"]["data"] == [3.0, 3.5, -3.0, 1.0]
     assert json.loads(small["outputs"])["y"]["shape"] == [1, 3]
-    assert json.loads(small["metadata"]) == {"user": "ana", "tags": ["a"]}
+    assert json.loads(small["metadata"]) == [{"user": "ana", "tags": ["a"]}]
     assert not small["inputs_truncated"]
     large = rows["big"]
     assert large["inputs_truncated"] and large["inputs_bytes"] > 1000
@@ -124,13 +125,14 @@ def test_failed_requests_among_answered_ones_keep_their_errors(
             assert log.record(record)
         assert log.flush(timeout=30)
         engine = sa.create_engine(log.db.url)
-    p = schema.predictions
+    c = schema.calls
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(p.c.request_id, p.c.status, p.c.error, p.c.outputs,
-                                      p.c.inputs_truncated)).all()  # fmt: skip
+        rows = conn.execute(sa.select(c.c.request_ids, c.c.status, c.c.error, c.c.outputs,
+                                      c.c.inputs_truncated)).all()  # fmt: skip
     engine.dispose()
     assert len(rows) == 250
-    for request_id, status, error, outputs, truncated in rows:
+    for request_ids, status, error, outputs, truncated in rows:
+        (request_id,) = json.loads(request_ids)
         k = int(request_id.removeprefix("req-"))
         assert truncated is False
         if k in failed:

@@ -275,10 +275,10 @@ def test_ids_the_server_makes_are_logged_in_increasing_order(serve: Any, tmp_pat
             assert answer.status_code == 200, answer.text
     server.stop()
     with sqlite3.connect(tmp_path / "log.db") as db:
-        rows = db.execute("SELECT request_id FROM modelport_predictions ORDER BY id")
+        rows = db.execute("SELECT request_id FROM modelport_requests ORDER BY call, pos")
         logged = [r for (r,) in rows]
     assert len(logged) == 30 and len(set(logged)) == 30
-    # increasing ids keep the request-id index appending (no page splits in the middle)
+    # increasing ids keep the request-id key appending (no page splits in the middle)
     assert logged == sorted(logged)
 
 

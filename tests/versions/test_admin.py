@@ -370,7 +370,7 @@ def test_admin_changes_reach_every_worker_process(tmp_path: Path) -> None:
     assert logs.count(APPLIED) == 2  # the pin and the sample rate, once each: nothing else
     assert not [e for e in logs.lines if e["level"] == "error"]
     with sqlite3.connect(tmp_path / "log.db") as conn:
-        ids = [r for (r,) in conn.execute("SELECT request_id FROM modelport_predictions")]
+        ids = [r for (r,) in conn.execute("SELECT request_id FROM modelport_requests")]
     assert sum(i.startswith("logged-") for i in ids) == 16
     assert not any(i.startswith("unlogged-") for i in ids)
 

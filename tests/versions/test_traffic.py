@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 
 from modelport.server.serve import build_dataplane
 from modelport.settings import Settings
+from modelport.store.db import Database
 from modelport.store.hook import attach
 from tests.server.conftest import LiveServer, infer_body, tiny_reference
 from tests.versions.conftest import (
@@ -139,16 +138,15 @@ def test_shadow_sees_every_request_and_never_reaches_the_caller(tmp_path: Path) 
     errors = 'modelport_shadow_requests_total{model="tiny",outcome="error",version="2"}'
     assert f"{errors} {float(unlucky)}" in metrics
 
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT request_id, version, status, metadata FROM modelport_predictions "
-            "WHERE model = 'tiny'"
-        ).fetchall()
+    stored = Database(db)
+    rows = [(r["request_id"], r["version"], r["status"], r["metadata"])
+            for r in stored.prediction_rows("tiny")]  # fmt: skip
+    stored.dispose()
     primary = {r[0] for r in rows if r[1] == "1"}
     shadows = [r for r in rows if r[1] == "2"]
     assert primary == set(ids)
     assert {r[0] for r in shadows} == set(ids)  # the candidate saw every request
-    meta = [json.loads(r[3]) for r in shadows]
+    meta = [r[3] for r in shadows]
     assert all(m["shadow"] is True and m["primary_version"] == "1" for m in meta)
     assert sum(m["agrees"] is True for m in meta) == n - unlucky
     assert sum(r[2] != "ok" for r in shadows) == unlucky

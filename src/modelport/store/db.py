@@ -1,18 +1,20 @@
 """The database behind the prediction log: URL handling, engine, writes and the report's reads.
 
-SQLite (a file) and PostgreSQL (through psycopg 3) are supported. Inserts of predictions are
-``ON CONFLICT (record_id) DO NOTHING``, so a batch replayed after an ambiguous failure is
-never stored twice.
+SQLite (a file) and PostgreSQL (through psycopg 3) are supported. Inserts of calls are
+``ON CONFLICT (call_id) DO NOTHING``, their requests only inserted with them, so a batch
+replayed after an ambiguous failure is never stored twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +23,26 @@ from sqlalchemy import exc as sa_exc
 
 from .._deps import require
 from ..errors import ConfigError
-from .rows import ROW_COLUMNS, ROW_WIDTH
-from .schema import feedback, migrate, predictions
+from .rows import CALL_COLUMNS, CALL_WIDTH, LEGACY_COLUMNS, requests_of
+from .schema import calls, feedback, migrate, predictions, requests
 
 __all__ = ["Database", "is_disconnect", "normalize_url"]
 
-_ROWS_PER_STATEMENT = 100
-"""Rows per INSERT: few statements per batch, and short enough holds of the GIL."""
-_STAGING = "modelport_predictions_staging"
+_REQUESTS_PER_STATEMENT = 300
+"""Requests per INSERT into ``modelport_requests``: few statements per batch, and short
+enough holds of the GIL."""
+_CALLS_PER_PAGE = 500
+"""Calls the readers fetch per query."""
+_STAGING = "modelport_calls_staging"
 """PostgreSQL: the writer's session-local table that COPY fills before the real insert."""
-_ERROR = ROW_COLUMNS.index("error")
-_WITHOUT_ERROR = tuple(c for c in ROW_COLUMNS if c != "error")
+_ERROR = CALL_COLUMNS.index("error")
+_REQUEST_IDS = CALL_COLUMNS.index("request_ids")
+_WITHOUT_ERROR = tuple(c for c in CALL_COLUMNS if c != "error")
+
+try:
+    from orjson import loads
+except ImportError:  # pragma: no cover - orjson is a dependency of the store extra
+    loads = json.loads  # type: ignore[assignment]
 
 
 def normalize_url(url: str | Path) -> str:
@@ -96,7 +107,7 @@ class Database:
             )
         self.migrated = False
         self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._statements: dict[tuple[int, bool], str] = {}
+        self._statements: dict[int, str] = {}
         self._raw: Any = None  # the writer's DBAPI connection, kept between batches
 
     @property
@@ -110,38 +121,45 @@ class Database:
             migrate(self.engine)
             self.migrated = True
 
-    def insert_predictions(self, flat: Sequence[Any]) -> None:
-        """Insert rows, given as one flat sequence of fields (:data:`~modelport.store.rows.
-        ROW_COLUMNS` in order, row after row), in one transaction, skipping known record ids.
+    def insert_calls(self, flat: Sequence[Any]) -> None:
+        """Insert call rows, given as one flat sequence of fields (:data:`~modelport.store.
+        rows.CALL_COLUMNS` in order, row after row), and their requests, in one transaction;
+        calls already stored (by call id) are skipped with their requests.
 
         Meant for one thread (the writer): it keeps one raw DBAPI connection, dropped on error.
         """
+        self._in_transaction(self._copy_calls if self.dialect == "postgresql" else
+                             self._insert_calls, flat)  # fmt: skip
+
+    def insert_legacy(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows of schema version 1 (:data:`~modelport.store.rows.LEGACY_COLUMNS`, as
+        a spool of that version holds them) into ``modelport_predictions``, skipping known
+        record ids."""
+        columns = ", ".join(LEGACY_COLUMNS)
+        marks = ", ".join(self._mark for _ in LEGACY_COLUMNS)
+        sql = (
+            f"INSERT INTO {predictions.name} ({columns}) VALUES ({marks}) "
+            "ON CONFLICT (record_id) DO NOTHING"
+        )
+
+        def insert(cursor: Any, _fresh: bool, rows: Sequence[Sequence[Any]]) -> None:
+            for row in rows:
+                cursor.execute(sql, [bool(v) if c == "inputs_truncated" else v
+                                     for c, v in zip(LEGACY_COLUMNS, row)])  # fmt: skip
+
+        self._in_transaction(insert, rows)
+
+    def _in_transaction(self, insert: Callable[[Any, bool, Any], None], rows: Any) -> None:
         self.ensure_schema()
-        # One multi-row INSERT per chunk on the driver's connection: SQLAlchemy's per-statement
-        # and per-row parameter work costs more than the insert, and a driver's executemany
-        # releases and retakes the GIL once per row, stalling the event loop in this process.
+        # Inserts go through the driver's own connection: SQLAlchemy's per-statement and
+        # per-row parameter work costs more than the inserts themselves.
         fresh = self._raw is None
         if self._raw is None:
             self._raw = self.engine.raw_connection()
         conn = self._raw
         try:
             cursor = conn.cursor()
-            if self.dialect == "postgresql":
-                self._copy(cursor, flat, fresh)
-            else:
-                step = _ROWS_PER_STATEMENT * ROW_WIDTH
-                for start in range(0, len(flat), step):
-                    chunk = flat[start : start + step]
-                    if type(chunk) is not list:
-                        chunk = list(chunk)
-                    rows = len(chunk) // ROW_WIDTH
-                    # sqlite3 binds str, int and float at once but looks None up among its
-                    # adapters (about 0.4 µs each): without a failed request, leave the error
-                    # column out and let it default to NULL.
-                    failed = rows - chunk[_ERROR::ROW_WIDTH].count(None)
-                    if not failed:
-                        del chunk[_ERROR::ROW_WIDTH]
-                    cursor.execute(self._insert_sql(rows, with_error=bool(failed)), chunk)
+            insert(cursor, fresh, rows)
             cursor.close()
             conn.commit()
         except BaseException:
@@ -150,42 +168,83 @@ class Database:
                 conn.invalidate()
             raise
 
-    def _copy(self, cursor: Any, flat: Sequence[Any], fresh: bool) -> None:
-        """PostgreSQL: ``COPY`` into a session's staging table, then one ``INSERT … SELECT …
-        ON CONFLICT DO NOTHING`` (COPY itself cannot skip known record ids)."""
-        columns = ", ".join(ROW_COLUMNS)
+    def _insert_calls(self, cursor: Any, _fresh: bool, flat: Sequence[Any]) -> None:
+        """SQLite: one INSERT per call (its rowid is what its requests point at), then its
+        requests with multi-row INSERTs, a few hundred at a time."""
+        width = CALL_WIDTH
+        with_error, without_error = self._call_sql(True), self._call_sql(False)
+        execute = cursor.execute
+        keys: list[Any] = []
+        for start in range(0, len(flat), width):
+            row = flat[start : start + width]
+            if type(row) is not list:
+                row = list(row)
+            if row[_ERROR] is None:
+                # sqlite3 binds str, int and float at once but looks None up among its
+                # adapters: without an error, leave the column out (it defaults to NULL).
+                del row[_ERROR]
+                execute(without_error, row)
+            else:
+                execute(with_error, row)
+            if cursor.rowcount == 1:  # 0: a replay of a call already stored
+                call = cursor.lastrowid
+                for pos, request_id in enumerate(loads(row[_REQUEST_IDS])):
+                    keys += (request_id, call, pos)
+        step = _REQUESTS_PER_STATEMENT * 3
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            execute(self._requests_sql(len(chunk) // 3), chunk)
+
+    def _copy_calls(self, cursor: Any, fresh: bool, flat: Sequence[Any]) -> None:
+        """PostgreSQL: ``COPY`` into a session's staging table, then one statement moves the
+        new calls (COPY itself cannot skip known call ids) and unpacks their request ids."""
+        columns = ", ".join(CALL_COLUMNS)
         if fresh:
             cursor.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
-                f"SELECT {columns} FROM {predictions.name} WITH NO DATA"
+                f"SELECT {columns} FROM {calls.name} WITH NO DATA"
             )
         with cursor.copy(f"COPY {_STAGING} ({columns}) FROM STDIN") as copy:
-            for start in range(0, len(flat), ROW_WIDTH):
-                copy.write_row(flat[start : start + ROW_WIDTH])
+            for start in range(0, len(flat), CALL_WIDTH):
+                copy.write_row(flat[start : start + CALL_WIDTH])
         cursor.execute(
-            f"INSERT INTO {predictions.name} ({columns}) SELECT {columns} FROM {_STAGING} "
-            "ON CONFLICT (record_id) DO NOTHING"
+            f"WITH new AS (INSERT INTO {calls.name} ({columns}) SELECT {columns} FROM {_STAGING} "
+            "ON CONFLICT (call_id) DO NOTHING RETURNING id, request_ids) "
+            f"INSERT INTO {requests.name} (request_id, call, pos) "
+            "SELECT r.value, new.id, r.pos - 1 FROM new CROSS JOIN LATERAL "
+            "json_array_elements_text(new.request_ids::json) WITH ORDINALITY AS r(value, pos) "
+            "ON CONFLICT DO NOTHING"
         )
 
-    def _insert_sql(self, rows: int, with_error: bool = True) -> str:
-        sql = self._statements.get((rows, with_error))
+    def _call_sql(self, with_error: bool) -> str:
+        columns = CALL_COLUMNS if with_error else _WITHOUT_ERROR
+        return (
+            f"INSERT INTO {calls.name} ({', '.join(columns)}) VALUES "
+            f"({', '.join(self._mark for _ in columns)}) ON CONFLICT (call_id) DO NOTHING"
+        )
+
+    def _requests_sql(self, rows: int) -> str:
+        sql = self._statements.get(rows)
         if sql is None:
-            columns = ROW_COLUMNS if with_error else _WITHOUT_ERROR
-            marks = f"({', '.join(self._mark for _ in columns)})"
+            marks = f"({self._mark}, {self._mark}, {self._mark})"
             sql = (
-                f"INSERT INTO {predictions.name} ({', '.join(columns)}) VALUES "
-                f"{', '.join([marks] * rows)} ON CONFLICT (record_id) DO NOTHING"
+                f"INSERT INTO {requests.name} (request_id, call, pos) VALUES "
+                f"{', '.join([marks] * rows)} ON CONFLICT DO NOTHING"
             )
-            if rows in (1, _ROWS_PER_STATEMENT):  # the common sizes; others are one-offs
-                self._statements[rows, with_error] = sql
+            if rows == _REQUESTS_PER_STATEMENT:  # the common size; others are one-offs
+                self._statements[rows] = sql
         return sql
 
     def models_for_request(self, request_id: str) -> list[str]:
         """Distinct models that logged a prediction with ``request_id``."""
         self.ensure_schema()
-        query = sa.select(predictions.c.model).where(predictions.c.request_id == request_id)
+        c, r, p = calls, requests, predictions
+        query = sa.union(
+            sa.select(c.c.model).join(r, r.c.call == c.c.id).where(r.c.request_id == request_id),
+            sa.select(p.c.model).where(p.c.request_id == request_id),
+        )
         with self.engine.connect() as conn:
-            return sorted(set(conn.execute(query.distinct()).scalars()))
+            return sorted(set(conn.execute(query).scalars()))
 
     def upsert_feedback(self, model: str, request_id: str, value: Any) -> None:
         """Store ground truth for ``(model, request_id)``, replacing any earlier value."""
@@ -203,10 +262,63 @@ class Database:
     def prediction_rows(
         self, model: str, since: float | None = None, until: float | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Predictions of ``model`` in ``[since, until)`` by time, each with its feedback
-        (``feedback``: the decoded value or None) and ``metadata`` (a decoded dict)."""
+        """Predictions of ``model`` in ``[since, until)`` by time, one per request, each with
+        its feedback (``feedback``: the decoded value or None) and ``metadata`` (a dict)."""
         self.ensure_schema()
+        yield from heapq.merge(
+            self._legacy_rows(model, since, until),
+            self._call_rows(model, since, until),
+            key=itemgetter("ts"),
+        )
+
+    def _call_rows(
+        self, model: str, since: float | None, until: float | None
+    ) -> Iterator[dict[str, Any]]:
+        c = calls
+        query = sa.select(
+            c.c.id, c.c.version, c.c.ts, c.c.request_ids, c.c.rows, c.c.inputs,
+            c.c.inputs_truncated, c.c.outputs, c.c.latency_ms, c.c.status, c.c.metadata,
+        ).where(c.c.model == model)  # fmt: skip
+        if since is not None:
+            query = query.where(c.c.ts >= since)
+        if until is not None:
+            query = query.where(c.c.ts < until)
+        query = query.order_by(c.c.ts, c.c.id).limit(_CALLS_PER_PAGE)
+        after: tuple[float, int] | None = None
+        while True:  # page by (ts, id): no cursor or connection held while the caller works
+            page = query if after is None else query.where(sa.tuple_(c.c.ts, c.c.id) > after)
+            with self.engine.connect() as conn:
+                found = conn.execute(page).mappings().all()
+                items = [item for row in found for item in requests_of(row)]
+                values = self._feedback_of(conn, model, {i["request_id"] for i in items})
+            for item in items:
+                raw = values.get(item["request_id"])
+                item["feedback"] = None if raw is None else json.loads(raw)
+                yield item
+            if len(found) < _CALLS_PER_PAGE:
+                return
+            after = (found[-1]["ts"], found[-1]["id"])
+
+    @staticmethod
+    def _feedback_of(conn: sa.Connection, model: str, ids: set[str]) -> dict[str, str]:
+        f = feedback
+        found: dict[str, str] = {}
+        wanted = list(ids)
+        for start in range(0, len(wanted), 500):
+            query = sa.select(f.c.request_id, f.c.value).where(
+                f.c.model == model, f.c.request_id.in_(wanted[start : start + 500])
+            )
+            found.update((k, v) for k, v in conn.execute(query))
+        return found
+
+    def _legacy_rows(
+        self, model: str, since: float | None, until: float | None
+    ) -> Iterator[dict[str, Any]]:
+        """Requests logged by schema version 1 (one row each in ``modelport_predictions``)."""
         p, f = predictions, feedback
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(p.c.id).where(p.c.model == model).limit(1)).first() is None:
+                return  # the common case: nothing from before version 2
         join = p.outerjoin(f, sa.and_(f.c.model == p.c.model, f.c.request_id == p.c.request_id))
         query = (
             sa.select(
@@ -239,13 +351,17 @@ class Database:
                 yield item
 
     def count(self, model: str | None = None) -> int:
-        """Number of logged predictions (of ``model``, or all)."""
+        """Number of logged predictions (of ``model``, or all): requests, not calls."""
         self.ensure_schema()
-        query = sa.select(sa.func.count()).select_from(predictions)
+        in_calls = sa.select(sa.func.coalesce(sa.func.sum(calls.c.requests), 0))
+        legacy = sa.select(sa.func.count()).select_from(predictions)
         if model is not None:
-            query = query.where(predictions.c.model == model)
+            in_calls = in_calls.where(calls.c.model == model)
+            legacy = legacy.where(predictions.c.model == model)
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(in_calls).scalar_one()) + int(
+                conn.execute(legacy).scalar_one()
+            )
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -1,38 +1,67 @@
-"""Records → database rows, :data:`ROW_COLUMNS` in order, encoded by the writer.
+"""Records → database rows (:data:`CALL_COLUMNS`, a row per model call) and back to requests.
 
-The writer turns each record the request path left in the :mod:`.inbox` into a row: tensors as
-compact JSON (orjson writes numeric arrays itself), the inputs' SHA-256, the metadata, and
-keeps a batch's rows as one flat list of fields (:data:`ROW_WIDTH` per row), which is what a
-multi-row INSERT binds. The spool keeps rows as JSON objects: :func:`row_as_dict` and
-:func:`row_from_dict` convert.
+The writer turns each run the request path left in the :mod:`.inbox` into one row of
+``modelport_calls``: a model call's requests packed together (their ids, rows, latencies and
+metadata as JSON arrays; the call's stacked tensors as compact JSON, which orjson writes
+from the arrays in one go), or a lone record as a call of one request. A batch's rows are
+one flat list of fields (:data:`CALL_WIDTH` per row), what the inserts bind.
+:func:`requests_of` splits a stored row back into one item per request for the readers. The
+spool keeps rows as JSON objects (:func:`row_as_dict`, :func:`row_from_dict`); spooled rows
+of schema version 1 (a row per request, :data:`LEGACY_COLUMNS`) still replay.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ._json import dumps, fast
+from ._json import dumps
 from .inbox import Call, Fields, Tensor
-from .records import new_record_id, new_record_ids
+from .records import new_record_id
 
 __all__ = [
-    "ROW_COLUMNS",
-    "ROW_WIDTH",
-    "call_rows",
+    "CALL_COLUMNS",
+    "CALL_WIDTH",
+    "LEGACY_COLUMNS",
+    "call_row",
+    "record_row",
+    "requests_in",
+    "requests_of",
     "row_as_dict",
     "row_from_dict",
-    "row_of",
     "rows_in",
     "tensors_json",
 ]
 
-ROW_COLUMNS = (
+CALL_COLUMNS = (
+    "call_id",
+    "model",
+    "version",
+    "ts",
+    "requests",
+    "request_ids",
+    "rows",
+    "inputs",
+    "inputs_sha256",
+    "inputs_bytes",
+    "inputs_truncated",
+    "outputs",
+    "latency_ms",
+    "status",
+    "error",
+    "metadata",
+)
+"""The columns of ``modelport_calls`` a row fills, in order (``id`` is the database's)."""
+
+CALL_WIDTH = len(CALL_COLUMNS)
+_REQUESTS = CALL_COLUMNS.index("requests")
+
+LEGACY_COLUMNS = (
     "record_id",
     "request_id",
     "model",
@@ -48,167 +77,192 @@ ROW_COLUMNS = (
     "error",
     "metadata",
 )
-"""The columns of ``modelport_predictions`` a row fills, in order (``id`` is the database's)."""
+"""Schema version 1's ``modelport_predictions`` columns: what spools of that version hold."""
 
-ROW_WIDTH = len(ROW_COLUMNS)
-
-Row = tuple[Any, ...]
+Row = list[Any]
 
 
-def row_of(fields: Fields, max_input_bytes: int) -> Row:
-    """The row for one record of the inbox; inputs whose JSON is above ``max_input_bytes``
-    keep a summary."""
+def call_row(call: Call, max_input_bytes: int) -> Row | None:
+    """The row of a model call's recorded requests; None if none is recorded.
+
+    Requests without an id (their callers gone, or sampled out) leave their rows out of the
+    stored tensors. Raises ``ValueError`` when several requests' rows do not add up to the
+    tensors' first dimension (they could not be told apart).
+    """
+    ids, rows = call.request_ids, call.rows
+    inputs, outputs, started, meta = call.inputs, call.outputs, call.started, call.metadata
+    n = len(ids)
+    if n > 1:
+        total = sum(rows)
+        for name, _, shape, _ in (*inputs, *outputs):
+            if shape[:1] != (total,):
+                raise ValueError(
+                    f"tensor {name!r} has shape {list(shape)}, but the call's {n} requests "
+                    f"have {total} rows"
+                )
+    if None in ids:
+        keep = [k for k in range(n) if ids[k] is not None]
+        if not keep:
+            return None
+        if n > 1:
+            inputs, outputs = _take(inputs, rows, keep), _take(outputs, rows, keep)
+        ids, rows = [ids[k] for k in keep], [rows[k] for k in keep]
+        started, meta = [started[k] for k in keep], [meta[k] for k in keep]
+    ts = float(call.ts)
+    latencies = [(ts - start) * 1000.0 for start in started]
+    return _row(new_record_id(), call.model, call.version, ts, ids, rows, inputs, outputs,
+                latencies, "ok", None, meta, max_input_bytes)  # fmt: skip
+
+
+def record_row(fields: Fields, max_input_bytes: int) -> Row:
+    """The row of one record of the inbox: a call of one request, its tensors whole."""
     record_id, request_id, model, version, ts, latency, status, error, meta, inputs, outputs = (
         fields
     )
+    first = inputs[0][2] if inputs else ()
+    rows = [first[0] if first else 1]
+    return _row(record_id or new_record_id(), model, version, float(ts), [request_id], rows,
+                inputs, outputs, [float(latency)], status, error, [meta],
+                max_input_bytes)  # fmt: skip
+
+
+def _row(
+    call_id: str,
+    model: str,
+    version: str,
+    ts: float,
+    ids: list[Any],
+    rows: list[int],
+    inputs: list[Tensor],
+    outputs: list[Tensor] | None,
+    latencies: list[float],
+    status: str,
+    error: str | None,
+    meta: list[str | None],
+    max_input_bytes: int,
+) -> Row:
     encoded = tensors_json(inputs)
     size = len(encoded)
-    truncated = size > max_input_bytes
-    return (
-        record_id or new_record_id(),
-        request_id,
+    # The limit is per request: a call keeps its inputs whole while they average at most
+    # max_input_bytes a request (for a lone request, exactly the limit).
+    truncated = size > max_input_bytes * len(ids)
+    return [
+        call_id,
         model,
         version,
-        float(ts),
+        ts,
+        len(ids),
+        dumps(ids).decode(),
+        dumps(rows).decode(),
         (dumps(_summary(inputs)) if truncated else encoded).decode(),
         hashlib.sha256(encoded).hexdigest(),
         size,
         int(truncated),  # 0/1: sqlite3 binds int at once, bool through its adapter lookup
         None if outputs is None else tensors_json(outputs).decode(),
-        float(latency),
+        dumps(latencies).decode(),
         status,
         error,
-        meta or "{}",
-    )
+        f"[{','.join([m or '{}' for m in meta])}]",  # each is JSON text already
+    ]
 
 
-def call_rows(call: Call, max_input_bytes: int) -> list[Any] | None:
-    """The rows of a model call's records as one flat list of fields, or None when the call is
-    not the common case this encodes at once (then encode :meth:`Call.records` one by one).
+def _take(tensors: list[Tensor], rows: list[int], keep: list[int]) -> list[Tensor]:
+    """The rows of the requests ``keep`` of each tensor, the others cut out."""
+    starts = [0]
+    for r in rows:
+        starts.append(starts[-1] + r)
+    kept_rows = sum(rows[k] for k in keep)
+    out: list[Tensor] = []
+    for name, dtype, shape, data in tensors:
+        per_row = len(data) // shape[0] if shape[0] else 0
+        cuts = [(starts[k] * per_row, starts[k + 1] * per_row) for k in keep]
+        joined: bytes | list[str]
+        if isinstance(data, bytes):
+            joined = b"".join([data[a:b] for a, b in cuts])
+        else:
+            joined = [v for a, b in cuts for v in data[a:b]]
+        out.append((name, dtype, (kept_rows, *shape[1:]), joined))
+    return out
 
-    The common case is the batcher's: several requests of one row each and numeric tensors.
-    Each tensor becomes JSON in one call for all its rows, cut at the rows' boundaries, so a
-    record costs a few joins and a hash instead of a JSON document of its own; the text is
-    the same :func:`row_of` writes (the tests compare them).
-    """
-    ids = call.request_ids
+
+def requests_of(row: Mapping[Any, Any]) -> Iterator[dict[str, Any]]:
+    """One item per request of a stored call row: ``request_id, version, ts, inputs,
+    inputs_truncated, outputs`` (JSON texts, each request's own rows), ``latency_ms, status,
+    metadata`` (a dict), as version 1 stored a request."""
+    ids = json.loads(row["request_ids"])
+    latencies = json.loads(row["latency_ms"])
+    metas = json.loads(row["metadata"])
+    truncated = bool(row["inputs_truncated"])
     n = len(ids)
-    if n < 2 or not fast or call.rows.count(1) != n:
-        return None
-    inputs = _row_texts(call.inputs, n)
-    outputs = _row_texts(call.outputs, n) if inputs is not None else None
-    if inputs is None or outputs is None:
-        return None
-    started, meta = call.started, call.metadata
-    if None in ids:  # callers gone: their rows are not recorded
-        keep = [k for k in range(n) if ids[k] is not None]
-        ids, meta = [ids[k] for k in keep], [meta[k] for k in keep]
-        started = [started[k] for k in keep]
-        inputs, outputs = [inputs[k] for k in keep], [outputs[k] for k in keep]
-        n = len(keep)
-    sizes = [len(encoded) for encoded in inputs]
-    texts = [encoded.decode() for encoded in inputs]
-    truncated = [0] * n
-    if max(sizes, default=0) > max_input_bytes:
-        summary = dumps(_summary(_one_row(call.inputs))).decode()
-        texts = [summary if size > max_input_bytes else t for size, t in zip(sizes, texts)]
-        truncated = [int(size > max_input_bytes) for size in sizes]
-    sha256 = hashlib.sha256
-    ts = float(call.ts)
-    # Column by column into the flat row list: extended slices fill it in C.
-    flat: list[Any] = [None] * (n * ROW_WIDTH)
-    columns: tuple[list[Any], ...] = (
-        new_record_ids(n),
-        ids,
-        [call.model] * n,
-        [call.version] * n,
-        [ts] * n,
-        texts,
-        [sha256(encoded).hexdigest() for encoded in inputs],
-        sizes,
-        truncated,
-        [encoded.decode() for encoded in outputs],
-        [(ts - start) * 1000.0 for start in started],
-        ["ok"] * n,
-        [None] * n,
-        [m or "{}" for m in meta],
-    )
-    for k, column in enumerate(columns):
-        flat[k::ROW_WIDTH] = column
-    return flat
+    ins: list[str]
+    outs: list[Any]
+    if n == 1:  # whole tensors: a lone request's outputs need not have its input rows
+        ins, outs = [row["inputs"]], [row["outputs"]]
+    else:
+        rows = json.loads(row["rows"])
+        ins = _split(json.loads(row["inputs"]), rows)
+        outs = [None] * n if row["outputs"] is None else _split(json.loads(row["outputs"]), rows)
+    version, ts, status = row["version"], row["ts"], row["status"]
+    for k in range(n):
+        yield {
+            "request_id": ids[k],
+            "version": version,
+            "ts": ts,
+            "inputs": ins[k],
+            "inputs_truncated": truncated,
+            "outputs": outs[k],
+            "latency_ms": latencies[k],
+            "status": status,
+            "metadata": metas[k],
+        }
 
 
-def _row_texts(tensors: list[Tensor], n: int) -> list[bytes] | None:
-    """Each of the ``n`` rows of ``tensors`` as the JSON :func:`tensors_json` writes for that
-    row alone; None if a tensor is not numeric, not ``n`` rows, or not one orjson writes."""
-    if not tensors:
-        return [b"{}"] * n
-    import orjson
-
-    heads: list[bytes] = []
-    bodies: list[bytes | None] = []
-    for name, dt, shape, data in tensors:
-        if type(data) is not bytes or not shape or shape[0] != n:
-            return None
-        head = dumps({name: {"shape": (1, *shape[1:]), "datatype": dt, "data": ()}})
-        heads.append(head[1:-3])  # `"name":{…,"data":[`
-        width = math.prod(shape[1:])
-        if not width:
-            bodies.append(None)
-            continue
-        try:
-            text = orjson.dumps(
-                np.frombuffer(data, dtype=dt).reshape(n, width), option=orjson.OPT_SERIALIZE_NUMPY
-            )
-        except TypeError:  # float16 on old orjson, big-endian, complex: row_of's way
-            return None
-        bodies.append(text[2:-2])  # numbers hold no "],[": it separates the rows of [[…],[…]]
-    if len(tensors) == 1 and bodies[0] is not None:
-        # One tensor: its rows joined into one text of all the rows' JSON, a newline apart
-        # (compact JSON holds none), then split: two calls in C for the whole call.
-        before, after = b"{" + heads[0], b"]}}"
-        rows = (before + bodies[0].replace(b"],[", after + b"\n" + before) + after).split(b"\n")
-        return rows if len(rows) == n else None
-    columns: list[Iterable[bytes]] = []
-    before = b"{"
-    for head, body in zip(heads, bodies):
-        columns.append(repeat(before + head))
-        parts = repeat(b"", n) if body is None else body.split(b"],[")
-        if body is not None and len(parts) != n:  # type: ignore[arg-type]
-            return None
-        columns.append(parts)
-        before = b"]},"
-    columns.append(repeat(b"]}}"))
-    return [b"".join(row) for row in zip(*columns)]
-
-
-def _one_row(tensors: list[Tensor]) -> list[Tensor]:
-    return [(name, dt, (1, *shape[1:]), data) for name, dt, shape, data in tensors]
+def _split(tensors: dict[str, Any], rows: list[int]) -> list[str]:
+    """Each request's rows of the stacked ``{name: {shape, datatype[, data]}}`` as JSON."""
+    parts: list[dict[str, Any]] = [{} for _ in rows]
+    for name, tensor in tensors.items():
+        rest = tensor["shape"][1:]
+        data = tensor.get("data")
+        width = math.prod(rest)
+        first = 0
+        for k, r in enumerate(rows):
+            part: dict[str, Any] = {"shape": [r, *rest], "datatype": tensor["datatype"]}
+            if data is not None:
+                part["data"] = data[first * width : (first + r) * width]
+            parts[k][name] = part
+            first += r
+    return [dumps(part).decode() for part in parts]
 
 
 def row_as_dict(row: Sequence[Any]) -> dict[str, Any]:
     """``row`` as ``{column: value}`` (how the spool writes it)."""
-    return dict(zip(ROW_COLUMNS, row))
+    return dict(zip(CALL_COLUMNS, row))
 
 
 def row_from_dict(row: Mapping[str, Any]) -> Row:
-    """A spooled ``{column: value}`` back to a row."""
-    return tuple(row[c] for c in ROW_COLUMNS)
+    """A spooled ``{column: value}`` back to a row (of :data:`LEGACY_COLUMNS` when it holds
+    ``record_id``: spooled by schema version 1)."""
+    columns = LEGACY_COLUMNS if "record_id" in row else CALL_COLUMNS
+    return [row[c] for c in columns]
 
 
 def rows_in(flat: Sequence[Any]) -> list[Sequence[Any]]:
     """The rows of a flat list of row fields."""
-    return [flat[k : k + ROW_WIDTH] for k in range(0, len(flat), ROW_WIDTH)]
+    return [flat[k : k + CALL_WIDTH] for k in range(0, len(flat), CALL_WIDTH)]
+
+
+def requests_in(flat: Sequence[Any]) -> int:
+    """How many requests the rows of a flat list of row fields hold."""
+    return sum(flat[_REQUESTS::CALL_WIDTH])
 
 
 def tensors_json(tensors: list[Tensor]) -> bytes:
     """``{name: {"shape", "datatype", "data"}}`` as JSON, data flattened."""
-    if fast:  # orjson writes numeric arrays itself, several times faster than tolist() + json
-        try:
-            return dumps({name: {"shape": shape, "datatype": dt, "data": _values(dt, data)}
-                          for name, dt, shape, data in tensors})  # fmt: skip
-        except TypeError:  # arrays orjson does not take: float16, big-endian, complex
-            pass
+    try:  # orjson writes numeric arrays itself, several times faster than tolist() + json
+        return dumps({name: {"shape": shape, "datatype": dt, "data": _values(dt, data)}
+                      for name, dt, shape, data in tensors})  # fmt: skip
+    except TypeError:  # arrays orjson (or json) does not take: float16, big-endian, complex
+        pass
     return dumps(
         {
             name: {"shape": shape, "datatype": dt, "data": _values(dt, data, as_list=True)}

@@ -1,5 +1,11 @@
 """Tables of the prediction log and the migrations that create and evolve them.
 
+Version 2 stores one row per model call in ``modelport_calls`` (the requests it answered
+packed into it, their tensors stacked as the model saw them) and one narrow row per request
+in ``modelport_requests`` (request id → call and position), which is what feedback and the
+report's join look up: a tenth of the index entries and bound fields that a row per request
+costs. Version 1's ``modelport_predictions`` (a row per request) is kept and still read.
+
 The schema version lives in ``modelport_schema``; :func:`migrate` applies, in order and in one
 transaction, every migration above it. On PostgreSQL an advisory lock keeps two
 processes from migrating at once.
@@ -11,7 +17,16 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-__all__ = ["SCHEMA_VERSION", "feedback", "metadata", "migrate", "predictions", "schema_version"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "calls",
+    "feedback",
+    "metadata",
+    "migrate",
+    "predictions",
+    "requests",
+    "schema_version",
+]
 
 metadata = sa.MetaData()
 
@@ -21,10 +36,12 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 
-predictions = sa.Table(
+_ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite: the rowid itself
+
+predictions = sa.Table(  # version 1: one row per request; written only by spool replays now
     "modelport_predictions",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", _ID, primary_key=True),
     sa.Column("record_id", sa.String(32), nullable=False, unique=True),
     sa.Column("request_id", sa.String(256), nullable=False),
     sa.Column("model", sa.String(256), nullable=False),
@@ -43,6 +60,38 @@ predictions = sa.Table(
     sa.Index("ix_modelport_predictions_request_id", "request_id"),
 )
 
+calls = sa.Table(
+    "modelport_calls",
+    metadata,
+    sa.Column("id", _ID, primary_key=True),
+    sa.Column("call_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float(53), nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("request_ids", sa.Text, nullable=False),
+    sa.Column("rows", sa.Text, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("inputs_sha256", sa.String(64), nullable=False),
+    sa.Column("inputs_bytes", sa.BigInteger, nullable=False),
+    sa.Column("inputs_truncated", sa.Boolean, nullable=False),
+    sa.Column("outputs", sa.Text),
+    sa.Column("latency_ms", sa.Text, nullable=False),
+    sa.Column("status", sa.String(64), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Index("ix_modelport_calls_model_ts", "model", "ts"),
+)
+
+requests = sa.Table(
+    "modelport_requests",
+    metadata,
+    sa.Column("request_id", sa.String(256), primary_key=True),
+    sa.Column("call", _ID, primary_key=True),
+    sa.Column("pos", sa.Integer, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,  # the key is the row: one b-tree, not a table and an index
+)
+
 feedback = sa.Table(
     "modelport_feedback",
     metadata,
@@ -58,7 +107,12 @@ def _v1(conn: sa.Connection) -> None:
     feedback.create(conn)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+def _v2(conn: sa.Connection) -> None:
+    calls.create(conn)
+    requests.create(conn)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 """Migration ``k`` (1-based) takes the schema from version ``k - 1`` to ``k``; append only."""
 SCHEMA_VERSION = len(MIGRATIONS)
 

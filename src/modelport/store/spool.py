@@ -61,15 +61,15 @@ class Spool:
         """Number of segment files holding rows."""
         return len(self._segments)
 
-    def append(self, rows: list[dict[str, Any]]) -> int:
-        """Write as many of ``rows`` as fit under the bound; return how many did not fit."""
+    def append(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write as many of ``rows`` as fit under the bound; return those that did not fit."""
         lines = []
-        lost = 0
+        refused = []
         for row in rows:
             line = json.dumps(row, separators=(",", ":"), default=str) + "\n"
             size = len(line.encode())
             if self.size + size > self.limit_bytes:
-                lost += 1
+                refused.append(row)
                 continue
             self.size += size
             lines.append(line)
@@ -81,7 +81,7 @@ class Spool:
             self._current_bytes += sum(len(line.encode()) for line in lines)
             if self._current_bytes >= SEGMENT_BYTES:
                 self._close_current()
-        return lost
+        return refused
 
     def oldest(self) -> tuple[Path, list[dict[str, Any]]] | None:
         """The oldest segment and its rows (closing the one being written first), or None.

@@ -13,18 +13,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .db import Database, is_disconnect
 from .inbox import Call, Fields, Flush, Inbox, Stop, runs
-from .rows import ROW_WIDTH, call_rows, row_as_dict, row_from_dict, row_of, rows_in
+from .rows import (
+    CALL_COLUMNS,
+    CALL_WIDTH,
+    call_row,
+    record_row,
+    requests_in,
+    row_as_dict,
+    row_from_dict,
+    rows_in,
+)
 from .spool import Spool
 
 __all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
 
 logger = logging.getLogger("modelport.store")
+
+_REQUESTS = CALL_COLUMNS.index("requests")
 
 YIELD_EVERY = 128
 """Records encoded between two GIL hand-offs (about half a millisecond of work): without them
@@ -108,35 +118,21 @@ class Writer(threading.Thread):
         # Each run is encoded as it is read: a batch held as objects would make the garbage
         # collector run (see .inbox), so all a batch allocates is one flat list of row fields.
         flat: list[Any] = []
-        rows = unyielded = 0
+        count = unyielded = 0
         for run in runs(items):
-            if type(run) is Call:
-                done = self._encode_call(run)
-                if done is not None:
-                    flat += done
-                    added = len(done) // ROW_WIDTH
-                    rows += added
-                    unyielded += added
-                    each: Iterable[Fields] = ()
-                else:
-                    each = run.records()
-            else:
-                each = (run,)
-            for item in each:
-                try:
-                    flat += row_of(item, self.max_input_bytes)
-                except Exception:
-                    self._lose(1, f"record {item[1]!r} could not be encoded")
-                    continue
-                rows += 1
-                unyielded += 1
+            row = self._encode(run)
+            if row is not None:
+                flat += row
+                added = row[_REQUESTS]
+                count += added
+                unyielded += added
             if self.yield_every is not None and unyielded >= self.yield_every:
                 unyielded = 0
                 time.sleep(0)  # hand the GIL to the event loop and the model's worker
-            if rows >= self.batch_size:
+            if count >= self.batch_size:
                 self._write(flat)
                 flat = []
-                rows = 0
+                count = 0
         del items
         if flat:
             self._write(flat)
@@ -149,22 +145,29 @@ class Writer(threading.Thread):
                 marker.finish(not self._down and len(self.spool) == 0)
         return any(isinstance(m, Stop) for m in markers)
 
-    def _encode_call(self, call: Call) -> list[Any] | None:
-        """A call's rows encoded at once (:func:`~.rows.call_rows`); None: one by one."""
+    def _encode(self, run: Call | Fields) -> list[Any] | None:
+        """The row of a model call or a lone record; None (its records counted lost) when it
+        cannot be encoded, or when a call has no request to record."""
         try:
-            return call_rows(call, self.max_input_bytes)
-        except Exception:  # the general path then isolates what cannot be encoded
-            logger.debug("prediction log: a call falls back to per-record encoding", exc_info=True)
+            if type(run) is Call:
+                return call_row(run, self.max_input_bytes)
+            return record_row(run, self.max_input_bytes)  # type: ignore[arg-type]
+        except Exception as exc:
+            if type(run) is Call:
+                ids = run.request_ids
+                self._lose(len(ids) - ids.count(None), f"a model call could not be encoded: {exc}")
+            else:
+                self._lose(1, f"record {run[1]!r} could not be encoded: {exc}")
             return None
 
     def _db_available(self, force: bool) -> bool:
         return not self._down or force or time.monotonic() >= self._retry_at
 
     def _write(self, flat: list[Any]) -> None:
-        """Insert the rows in ``flat`` (:data:`ROW_WIDTH` fields each) or spool them."""
+        """Insert the rows in ``flat`` (:data:`CALL_WIDTH` fields each) or spool them."""
         if self._db_available(force=False):
             try:
-                self.db.insert_predictions(flat)
+                self.db.insert_calls(flat)
             except Exception as exc:
                 if not is_disconnect(exc):
                     flat = self._insert_each(flat)
@@ -172,34 +175,35 @@ class Writer(threading.Thread):
                     self._mark_down(exc)
             else:
                 self._mark_up()
-                self.stats.written += len(flat) // ROW_WIDTH
+                self.stats.written += requests_in(flat)
                 return
         if flat:
             self._to_spool(flat)
 
     def _insert_each(self, flat: list[Any]) -> list[Any]:
         """Isolate rows the database rejects; return those left unwritten by a disconnect."""
-        for k in range(0, len(flat), ROW_WIDTH):
-            row = flat[k : k + ROW_WIDTH]
+        for k in range(0, len(flat), CALL_WIDTH):
+            row = flat[k : k + CALL_WIDTH]
             try:
-                self.db.insert_predictions(row)
+                self.db.insert_calls(row)
             except Exception as exc:
                 if is_disconnect(exc):
                     self._mark_down(exc)
                     return flat[k:]
-                self._lose(1, f"the database rejected record {row[1]!r}: {exc}")
+                self._lose(row[_REQUESTS], f"the database rejected call {row[0]!r}: {exc}")
             else:
-                self.stats.written += 1
+                self.stats.written += row[_REQUESTS]
         return []
 
     def _to_spool(self, flat: list[Any]) -> None:
-        rows = rows_in(flat)
+        count = requests_in(flat)
         try:
-            lost = self.spool.append([row_as_dict(row) for row in rows])
+            refused = self.spool.append([row_as_dict(row) for row in rows_in(flat)])
         except OSError as exc:
-            self._lose(len(rows), f"spool write failed: {exc}")
+            self._lose(count, f"spool write failed: {exc}")
             return
-        self.stats.spooled += len(rows) - lost
+        lost = sum(row["requests"] for row in refused)
+        self.stats.spooled += count - lost
         if lost:
             self._lose(lost, f"spool is full ({self.spool.limit_bytes} bytes)")
 
@@ -209,22 +213,27 @@ class Writer(threading.Thread):
         if oldest is None:
             return False
         path, rows = oldest
+        count = sum(row.get("requests", 1) for row in rows)  # version 1 rows: a request each
         try:
-            for start in range(0, len(rows), self.batch_size):
+            legacy = [row_from_dict(row) for row in rows if "record_id" in row]
+            if legacy:
+                self.db.insert_legacy(legacy)
+            calls = [row for row in rows if "record_id" not in row]
+            for start in range(0, len(calls), self.batch_size):
                 flat: list[Any] = []
-                for row in rows[start : start + self.batch_size]:
+                for row in calls[start : start + self.batch_size]:
                     flat += row_from_dict(row)
-                self.db.insert_predictions(flat)
+                self.db.insert_calls(flat)
         except Exception as exc:
             if is_disconnect(exc):
                 self._mark_down(exc)
                 return False
             logger.exception("prediction log: spool segment %s rejected; set aside", path)
             self.spool.set_aside(path)
-            self._lose(len(rows), f"spool segment {path.name} rejected by the database")
+            self._lose(count, f"spool segment {path.name} rejected by the database")
             return True
         self.spool.remove(path)
-        self.stats.replayed += len(rows)
+        self.stats.replayed += count
         self._mark_up()
         return True
 
