@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from modelport.store import PredictionLog, PredictionRecord, schema
+from modelport.store import db as db_module
 from modelport.store.db import Database
 from modelport.store.rows import LEGACY_COLUMNS, requests_in
 from modelport.store.spool import Spool
@@ -94,7 +96,17 @@ def test_a_spool_written_by_version_1_replays_into_its_table(
     assert set(LEGACY_COLUMNS) == set(legacy_row(0, 0.0))
 
 
-def test_a_replayed_batch_stores_each_call_and_request_once(db_url: str) -> None:
+@pytest.fixture(params=["sqlite", "sqlite before 3.35", "postgresql"])
+def any_insert(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each database, and SQLite's way before 3.35 (no ``RETURNING``: a call a statement)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    if request.param == "sqlite before 3.35":
+        monkeypatch.setattr(db_module, "_RETURNING", False)
+    return str(request.getfixturevalue("sqlite_url"))
+
+
+def test_a_replayed_batch_stores_each_call_and_request_once(any_insert: str) -> None:
     from modelport.store.inbox import Call
     from modelport.store.rows import call_row
 
@@ -105,7 +117,7 @@ def test_a_replayed_batch_stores_each_call_and_request_once(db_url: str) -> None
     call = call._replace(rows=[1, 1, 1])
     flat = [*(call_row(call, 65536) or []), *(call_row(lone, 65536) or [])]
     assert requests_in(flat) == 4
-    db = Database(db_url)
+    db = Database(any_insert)
     try:
         db.insert_calls(flat)
         db.insert_calls(flat)  # an ambiguous failure's batch, written again

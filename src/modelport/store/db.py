@@ -31,6 +31,10 @@ __all__ = ["Database", "is_disconnect", "normalize_url"]
 _REQUESTS_PER_STATEMENT = 300
 """Requests per INSERT into ``modelport_requests``: few statements per batch, and short
 enough holds of the GIL."""
+_CALLS_PER_STATEMENT = 50
+"""Calls per INSERT into ``modelport_calls`` (800 bound fields)."""
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+"""Whether SQLite's INSERT takes ``RETURNING`` (3.35, 2021)."""
 _CALLS_PER_PAGE = 500
 """Calls the readers fetch per query."""
 _STAGING = "modelport_calls_staging"
@@ -107,7 +111,7 @@ class Database:
             )
         self.migrated = False
         self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._statements: dict[int, str] = {}
+        self._statements: dict[tuple[int, bool | str], str] = {}
         self._raw: Any = None  # the writer's DBAPI connection, kept between batches
 
     @property
@@ -169,31 +173,36 @@ class Database:
             raise
 
     def _insert_calls(self, cursor: Any, _fresh: bool, flat: Sequence[Any]) -> None:
-        """SQLite: one INSERT per call (its rowid is what its requests point at), then its
-        requests with multi-row INSERTs, a few hundred at a time."""
+        """SQLite: multi-row INSERTs of calls ``RETURNING`` the rowids of those not already
+        stored (what their requests point at), then the requests, a few hundred a statement;
+        before SQLite 3.35 (no ``RETURNING``), one INSERT per call and its ``lastrowid``."""
         width = CALL_WIDTH
-        with_error, without_error = self._call_sql(True), self._call_sql(False)
-        execute = cursor.execute
         keys: list[Any] = []
-        for start in range(0, len(flat), width):
-            row = flat[start : start + width]
-            if type(row) is not list:
-                row = list(row)
-            if row[_ERROR] is None:
-                # sqlite3 binds str, int and float at once but looks None up among its
-                # adapters: without an error, leave the column out (it defaults to NULL).
-                del row[_ERROR]
-                execute(without_error, row)
+        step = (_CALLS_PER_STATEMENT if _RETURNING else 1) * width
+        for start in range(0, len(flat), step):
+            chunk = flat[start : start + step]
+            if type(chunk) is not list:
+                chunk = list(chunk)
+            rows = len(chunk) // width
+            # sqlite3 binds str, int and float at once but looks None up among its adapters
+            # (about 0.4 µs each): without a failed call, leave the error column out.
+            failed = rows - chunk[_ERROR::width].count(None)
+            if not failed:
+                del chunk[_ERROR::width]
+            cursor.execute(self._calls_sql(rows, bool(failed)), chunk)
+            if _RETURNING:
+                stored = cursor.fetchall()
+            elif cursor.rowcount == 1:  # 0: a replay of a call already stored
+                stored = [(cursor.lastrowid, chunk[_REQUEST_IDS])]
             else:
-                execute(with_error, row)
-            if cursor.rowcount == 1:  # 0: a replay of a call already stored
-                call = cursor.lastrowid
-                for pos, request_id in enumerate(loads(row[_REQUEST_IDS])):
+                stored = []
+            for call, ids in stored:
+                for pos, request_id in enumerate(loads(ids)):
                     keys += (request_id, call, pos)
         step = _REQUESTS_PER_STATEMENT * 3
         for start in range(0, len(keys), step):
             chunk = keys[start : start + step]
-            execute(self._requests_sql(len(chunk) // 3), chunk)
+            cursor.execute(self._requests_sql(len(chunk) // 3), chunk)
 
     def _copy_calls(self, cursor: Any, fresh: bool, flat: Sequence[Any]) -> None:
         """PostgreSQL: ``COPY`` into a session's staging table, then one statement moves the
@@ -216,15 +225,23 @@ class Database:
             "ON CONFLICT DO NOTHING"
         )
 
-    def _call_sql(self, with_error: bool) -> str:
-        columns = CALL_COLUMNS if with_error else _WITHOUT_ERROR
-        return (
-            f"INSERT INTO {calls.name} ({', '.join(columns)}) VALUES "
-            f"({', '.join(self._mark for _ in columns)}) ON CONFLICT (call_id) DO NOTHING"
-        )
+    def _calls_sql(self, rows: int, with_error: bool) -> str:
+        sql = self._statements.get((rows, with_error))
+        if sql is None:
+            columns = CALL_COLUMNS if with_error else _WITHOUT_ERROR
+            marks = f"({', '.join(self._mark for _ in columns)})"
+            sql = (
+                f"INSERT INTO {calls.name} ({', '.join(columns)}) VALUES "
+                f"{', '.join([marks] * rows)} ON CONFLICT (call_id) DO NOTHING"
+            )
+            if _RETURNING:
+                sql += " RETURNING id, request_ids"
+            if rows in (1, _CALLS_PER_STATEMENT):  # the common sizes; others are one-offs
+                self._statements[rows, with_error] = sql
+        return sql
 
     def _requests_sql(self, rows: int) -> str:
-        sql = self._statements.get(rows)
+        sql = self._statements.get((rows, "requests"))
         if sql is None:
             marks = f"({self._mark}, {self._mark}, {self._mark})"
             sql = (
@@ -232,7 +249,7 @@ class Database:
                 f"{', '.join([marks] * rows)} ON CONFLICT DO NOTHING"
             )
             if rows == _REQUESTS_PER_STATEMENT:  # the common size; others are one-offs
-                self._statements[rows] = sql
+                self._statements[rows, "requests"] = sql
         return sql
 
     def models_for_request(self, request_id: str) -> list[str]:
