@@ -23,6 +23,7 @@ import numpy as np
 from ._json import dumps
 from .inbox import Call, Fields, Tensor
 from .records import new_record_id
+from .schema import calls, predictions
 
 __all__ = [
     "CALL_COLUMNS",
@@ -38,45 +39,13 @@ __all__ = [
     "tensors_json",
 ]
 
-CALL_COLUMNS = (
-    "call_id",
-    "model",
-    "version",
-    "ts",
-    "requests",
-    "request_ids",
-    "rows",
-    "inputs",
-    "inputs_sha256",
-    "inputs_bytes",
-    "inputs_truncated",
-    "outputs",
-    "latency_ms",
-    "status",
-    "error",
-    "metadata",
-)
+CALL_COLUMNS = tuple(c.name for c in calls.columns if c.name != "id")
 """The columns of ``modelport_calls`` a row fills, in order (``id`` is the database's)."""
 
 CALL_WIDTH = len(CALL_COLUMNS)
 _REQUESTS = CALL_COLUMNS.index("requests")
 
-LEGACY_COLUMNS = (
-    "record_id",
-    "request_id",
-    "model",
-    "version",
-    "ts",
-    "inputs",
-    "inputs_sha256",
-    "inputs_bytes",
-    "inputs_truncated",
-    "outputs",
-    "latency_ms",
-    "status",
-    "error",
-    "metadata",
-)
+LEGACY_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
 """Schema version 1's ``modelport_predictions`` columns: what spools of that version hold."""
 
 Row = list[Any]
