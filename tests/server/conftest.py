@@ -205,3 +205,28 @@ def assert_healthy(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     y = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 3)
     np.testing.assert_allclose(y, tiny_reference(x, seed=1), rtol=1e-5, atol=1e-5)
+
+
+class ServerLogs:
+    """A live ``modelport serve``'s JSON log lines, read from its stderr in a thread."""
+
+    def __init__(self, proc: Any) -> None:
+        import json
+        import threading
+
+        self.lines: list[dict[str, Any]] = []
+
+        def read() -> None:
+            for line in proc.stderr:
+                if line.startswith("{"):
+                    self.lines.append(json.loads(line))
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+
+    def count(self, message: str, **fields: Any) -> int:
+        """Lines with ``message`` and ``fields``."""
+        return sum(
+            e["message"] == message and all(e.get(k) == v for k, v in fields.items())
+            for e in list(self.lines)
+        )

@@ -25,6 +25,7 @@ from .rest import ROUTES, Request, Response, Route
 
 if TYPE_CHECKING:
     from .journal import AdminJournal
+    from .worker_metrics import WorkerMetrics
 
 __all__ = ["App", "create_app"]
 
@@ -68,6 +69,8 @@ class App:
         self.load_on_startup = load_on_startup
         self.admin_journal: AdminJournal | None = None
         """With several worker processes: where admin changes go so that each applies them."""
+        self.worker_metrics: WorkerMetrics | None = None
+        """With several worker processes: how ``/metrics`` gathers the others' figures."""
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         """Awaited at lifespan shutdown, before the data plane drains (e.g. stop gRPC)."""
         self._max_body = self.settings.max_body_size

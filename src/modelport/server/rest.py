@@ -211,7 +211,10 @@ async def feedback(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     from .metrics import CONTENT_TYPE
 
-    body = request.app.metrics.render()
+    app = request.app
+    body = app.metrics.render()
+    if app.worker_metrics is not None:  # several worker processes: the whole server's figures
+        body = await app.worker_metrics.gather(body)
     return Response(
         200,
         [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())],

@@ -85,7 +85,7 @@ async def serve_async(
     sockets: list[socket.socket] | None = None,
     preload: bool = False,
     stop_on_readable: int | None = None,
-    admin_journal: str | None = None,
+    workers_folder: str | None = None,
 ) -> None:
     """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop.
 
@@ -93,8 +93,9 @@ async def serve_async(
     ``preload`` loads them first (for worker processes sharing a socket, so none of them
     takes a connection it cannot serve yet). ``stop_on_readable`` is a file descriptor that
     becomes readable when the server should drain and stop (a parent process's sentinel).
-    ``admin_journal`` is the file through which the worker processes of one server apply each
-    admin change alike (:mod:`.journal`).
+    ``workers_folder`` is the folder the worker processes of one server share: the journal
+    through which each applies every admin change alike (:mod:`.journal`), and each worker's
+    metrics socket, so that ``/metrics`` answers for all of them (:mod:`.worker_metrics`).
     """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
@@ -165,17 +166,34 @@ async def serve_async(
             server.handle_exit(signal.SIGTERM, None)
 
         loop.add_reader(stop_on_readable, parent_gone)
-    if admin_journal is not None and settings.admin:
-        from .admin import apply_change
-        from .journal import AdminJournal
+    if workers_folder is not None:
+        from .worker_metrics import WorkerMetrics
 
-        app.admin_journal = AdminJournal(admin_journal, partial(apply_change, app))
-        app.admin_journal.start()
+        gather = WorkerMetrics(workers_folder, app.metrics.render)
+        try:
+            await gather.start()
+        except OSError as exc:  # e.g. a socket path longer than the OS takes (a long TMPDIR)
+            log.warning(
+                "metrics: this worker cannot share its figures with the others; /metrics "
+                "answers for the worker that takes the scrape",
+                extra={"error": str(exc), "path": str(gather.path)},
+            )
+        else:
+            app.worker_metrics = gather
+        if settings.admin:
+            from .admin import apply_change
+            from .journal import AdminJournal
+
+            journal = os.path.join(workers_folder, "journal.jsonl")
+            app.admin_journal = AdminJournal(journal, partial(apply_change, app))
+            app.admin_journal.start()
     try:
         await server.serve(sockets=sockets)
     finally:
         if app.admin_journal is not None:
             await app.admin_journal.stop()
+        if app.worker_metrics is not None:
+            await app.worker_metrics.stop()
         if prediction_log is not None:
             await prediction_log.aclose()  # after the drain: every answered request is logged
 
@@ -238,7 +256,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
 
 
-def _worker(settings: Settings, sock: socket.socket, journal: str | None = None) -> None:
+def _worker(settings: Settings, sock: socket.socket, folder: str | None = None) -> None:
     import multiprocessing
 
     from .logs import configure_logging
@@ -250,7 +268,7 @@ def _worker(settings: Settings, sock: socket.socket, journal: str | None = None)
     _run(
         serve_async(
             settings, sockets=[sock], preload=True, stop_on_readable=sentinel,
-            admin_journal=journal,
+            workers_folder=folder,
         )
     )  # fmt: skip
 
@@ -261,13 +279,13 @@ def _supervise(settings: Settings) -> None:
 
     require("uvicorn", extra="serve")  # fail here, not in each worker
     sock = bind(settings.host, settings.http_port)
-    # Admin calls reach one worker: they go through a journal every worker follows.
-    folder = tempfile.mkdtemp(prefix="modelport-admin-") if settings.admin else None
-    journal = os.path.join(folder, "journal.jsonl") if folder else None
+    # Admin calls and scrapes reach one worker: the workers share a folder (this user's only)
+    # for the journal of admin changes and for each one's metrics socket.
+    folder = tempfile.mkdtemp(prefix="modelport-workers-")
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=_worker, args=(settings, sock, journal), name=f"modelport-worker-{i}"
+            target=_worker, args=(settings, sock, folder), name=f"modelport-worker-{i}"
         )
         for i in range(settings.workers)
     ]
@@ -291,8 +309,7 @@ def _supervise(settings: Settings) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     # A worker still loading when the relayed SIGTERM came had served nothing: it dies of the
     # signal (its handlers are installed once it serves), and that is a clean stop too.
     clean = {0, -signal.SIGTERM} if stopping else {0}
