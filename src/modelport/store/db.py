@@ -111,7 +111,8 @@ class Database:
             )
         self.migrated = False
         self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        self._statements: dict[tuple[int, bool | str], str] = {}
+        self._call_statements: dict[tuple[int, bool], str] = {}  # by (calls, with error)
+        self._request_statements: dict[int, str] = {}  # by requests
         self._raw: Any = None  # the writer's DBAPI connection, kept between batches
 
     @property
@@ -226,7 +227,7 @@ class Database:
         )
 
     def _calls_sql(self, rows: int, with_error: bool) -> str:
-        sql = self._statements.get((rows, with_error))
+        sql = self._call_statements.get((rows, with_error))
         if sql is None:
             columns = CALL_COLUMNS if with_error else _WITHOUT_ERROR
             marks = f"({', '.join(self._mark for _ in columns)})"
@@ -237,11 +238,11 @@ class Database:
             if _RETURNING:
                 sql += " RETURNING id, request_ids"
             if rows in (1, _CALLS_PER_STATEMENT):  # the common sizes; others are one-offs
-                self._statements[rows, with_error] = sql
+                self._call_statements[rows, with_error] = sql
         return sql
 
     def _requests_sql(self, rows: int) -> str:
-        sql = self._statements.get((rows, "requests"))
+        sql = self._request_statements.get(rows)
         if sql is None:
             marks = f"({self._mark}, {self._mark}, {self._mark})"
             sql = (
@@ -249,7 +250,7 @@ class Database:
                 f"{', '.join([marks] * rows)} ON CONFLICT DO NOTHING"
             )
             if rows == _REQUESTS_PER_STATEMENT:  # the common size; others are one-offs
-                self._statements[rows, "requests"] = sql
+                self._request_statements[rows] = sql
         return sql
 
     def models_for_request(self, request_id: str) -> list[str]:

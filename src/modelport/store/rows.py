@@ -29,7 +29,9 @@ __all__ = [
     "CALL_COLUMNS",
     "CALL_WIDTH",
     "LEGACY_COLUMNS",
+    "REQUESTS",
     "call_row",
+    "is_legacy",
     "record_row",
     "requests_in",
     "requests_of",
@@ -43,7 +45,8 @@ CALL_COLUMNS = tuple(c.name for c in calls.columns if c.name != "id")
 """The columns of ``modelport_calls`` a row fills, in order (``id`` is the database's)."""
 
 CALL_WIDTH = len(CALL_COLUMNS)
-_REQUESTS = CALL_COLUMNS.index("requests")
+REQUESTS = CALL_COLUMNS.index("requests")
+"""Where a row holds how many requests it packs."""
 
 LEGACY_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
 """Schema version 1's ``modelport_predictions`` columns: what spools of that version hold."""
@@ -208,11 +211,16 @@ def row_as_dict(row: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(CALL_COLUMNS, row))
 
 
-def row_from_dict(row: Mapping[str, Any]) -> Row:
-    """A spooled ``{column: value}`` back to a row (of :data:`LEGACY_COLUMNS` when it holds
-    ``record_id``: spooled by schema version 1)."""
-    columns = LEGACY_COLUMNS if "record_id" in row else CALL_COLUMNS
+def row_from_dict(row: Mapping[str, Any], columns: Sequence[str] = CALL_COLUMNS) -> Row:
+    """A spooled ``{column: value}`` back to a row of ``columns`` (:data:`LEGACY_COLUMNS` for
+    one spooled by schema version 1: see :func:`is_legacy`)."""
     return [row[c] for c in columns]
+
+
+def is_legacy(row: Mapping[str, Any]) -> bool:
+    """Whether a spooled row is schema version 1's (one request, ``record_id``) rather than a
+    call's."""
+    return "record_id" in row
 
 
 def rows_in(flat: Sequence[Any]) -> list[Sequence[Any]]:
@@ -222,7 +230,7 @@ def rows_in(flat: Sequence[Any]) -> list[Sequence[Any]]:
 
 def requests_in(flat: Sequence[Any]) -> int:
     """How many requests the rows of a flat list of row fields hold."""
-    return sum(flat[_REQUESTS::CALL_WIDTH])
+    return sum(flat[REQUESTS::CALL_WIDTH])
 
 
 def tensors_json(tensors: list[Tensor]) -> bytes:

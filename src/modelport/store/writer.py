@@ -19,9 +19,11 @@ from typing import Any
 from .db import Database, is_disconnect
 from .inbox import Call, Fields, Flush, Inbox, Stop, runs
 from .rows import (
-    CALL_COLUMNS,
     CALL_WIDTH,
+    LEGACY_COLUMNS,
+    REQUESTS,
     call_row,
+    is_legacy,
     record_row,
     requests_in,
     row_as_dict,
@@ -34,7 +36,6 @@ __all__ = ["Flush", "Inbox", "Stop", "Writer", "WriterStats"]
 
 logger = logging.getLogger("modelport.store")
 
-_REQUESTS = CALL_COLUMNS.index("requests")
 
 YIELD_EVERY = 128
 """Records encoded between two GIL hand-offs (about half a millisecond of work): without them
@@ -123,7 +124,7 @@ class Writer(threading.Thread):
             row = self._encode(run)
             if row is not None:
                 flat += row
-                added = row[_REQUESTS]
+                added = row[REQUESTS]
                 count += added
                 unyielded += added
             if self.yield_every is not None and unyielded >= self.yield_every:
@@ -190,9 +191,9 @@ class Writer(threading.Thread):
                 if is_disconnect(exc):
                     self._mark_down(exc)
                     return flat[k:]
-                self._lose(row[_REQUESTS], f"the database rejected call {row[0]!r}: {exc}")
+                self._lose(row[REQUESTS], f"the database rejected call {row[0]!r}: {exc}")
             else:
-                self.stats.written += row[_REQUESTS]
+                self.stats.written += row[REQUESTS]
         return []
 
     def _to_spool(self, flat: list[Any]) -> None:
@@ -213,12 +214,12 @@ class Writer(threading.Thread):
         if oldest is None:
             return False
         path, rows = oldest
-        count = sum(row.get("requests", 1) for row in rows)  # version 1 rows: a request each
-        try:
-            legacy = [row_from_dict(row) for row in rows if "record_id" in row]
+        legacy = [row for row in rows if is_legacy(row)]
+        calls = [row for row in rows if not is_legacy(row)]
+        count = len(legacy) + sum(row.get("requests", 1) for row in calls)  # version 1: one each
+        try:  # a row missing a column is the segment's fault too: set aside below
             if legacy:
-                self.db.insert_legacy(legacy)
-            calls = [row for row in rows if "record_id" not in row]
+                self.db.insert_legacy([row_from_dict(row, LEGACY_COLUMNS) for row in legacy])
             for start in range(0, len(calls), self.batch_size):
                 flat: list[Any] = []
                 for row in calls[start : start + self.batch_size]:
