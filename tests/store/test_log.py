@@ -221,6 +221,10 @@ def test_a_call_whose_rows_do_not_add_up_is_counted_lost(
         assert log.flush(timeout=30)
         assert log.db.count("odd") == 0
         assert (log.stats.lost, log.stats.written) == (2, 0)
+        # and the log goes on: a call whose rows add up is stored
+        assert log.record_call("odd", "1", 3.0, contexts, [1, 1], {"x": x[:2]}, {"y": y}) == 2
+        assert log.flush(timeout=30)
+        assert log.db.count("odd") == 2 and (log.stats.lost, log.stats.written) == (2, 2)
 
 
 def test_a_malformed_record_is_counted_lost_not_raised(

@@ -134,3 +134,27 @@ def test_a_replayed_batch_stores_each_call_and_request_once(any_insert: str) -> 
         assert json.loads(rows[3]["inputs"])["x"]["shape"] == [3, 2]  # a lone request: whole
     finally:
         db.dispose()
+
+
+def test_a_spool_segment_the_database_refuses_is_set_aside_and_the_rest_replays(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A segment holding a row that cannot be stored (here a call row missing its inputs) is
+    renamed ``*.rejected`` and its requests counted lost; the next segment still replays and
+    the log goes on logging."""
+    first = Spool(tmp_path / "spool", 10_000_000)
+    broken = {"call_id": "c" * 32, "model": "iris", "requests": 3, "request_ids": '["a","b","c"]'}
+    assert first.append([broken]) == []
+    first.close()
+    second = Spool(tmp_path / "spool", 10_000_000)  # a later process: a segment of its own
+    assert second.append([legacy_row(i, 1000.0 + i) for i in range(2)]) == []
+    second.close()
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        assert log.flush(timeout=30)
+        assert (log.stats.lost, log.stats.replayed) == (3, 2)
+        assert log.record(record(7, 2000.0))
+        assert log.flush(timeout=30)
+        ids = [r["request_id"] for r in log.predictions("iris")]
+    assert ids == ["old-0", "old-1", "new-7"]
+    assert len(list((tmp_path / "spool").glob("*.rejected"))) == 1
+    assert not list((tmp_path / "spool").glob("seg-*.jsonl"))
