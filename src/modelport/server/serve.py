@@ -172,7 +172,7 @@ async def serve_async(
         gather = WorkerMetrics(workers_folder, app.metrics.render)
         try:
             await gather.start()
-        except OSError as exc:  # e.g. a socket path longer than the OS takes (a long TMPDIR)
+        except OSError as exc:  # e.g. no /proc and a socket path longer than the OS takes
             log.warning(
                 "metrics: this worker cannot share its figures with the others; /metrics "
                 "answers for the worker that takes the scrape",

@@ -57,6 +57,18 @@ class WorkerMetrics:
         self.render = render
         self.path = self.folder / f"metrics-{os.getpid()}.sock"
         self._server: asyncio.AbstractServer | None = None
+        # A Unix socket's path is limited to about 107 bytes, which a long TMPDIR (pytest's,
+        # a CI runner's) exceeds; on Linux the folder is reached through a descriptor of it
+        # instead, /proc/self/fd/N/NAME, whatever its own path's length.
+        self._fd: int | None = None
+        if os.path.isdir("/proc/self/fd"):
+            self._fd = os.open(self.folder, os.O_RDONLY)
+
+    def address(self, path: Path) -> str:
+        """Where to bind or connect for the socket file ``path`` in this folder."""
+        if self._fd is None:
+            return str(path)
+        return f"/proc/self/fd/{self._fd}/{path.name}"
 
     async def start(self) -> None:
         """Listen on this worker's socket."""
@@ -68,7 +80,7 @@ class WorkerMetrics:
             finally:
                 writer.close()
 
-        self._server = await asyncio.start_unix_server(answer, path=str(self.path))
+        self._server = await asyncio.start_unix_server(answer, path=self.address(self.path))
 
     async def stop(self) -> None:
         """Stop listening and remove the socket."""
@@ -78,11 +90,14 @@ class WorkerMetrics:
             self._server = None
         with contextlib.suppress(OSError):
             self.path.unlink()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     async def gather(self, own: bytes) -> bytes:
         """``own`` figures merged with every other worker's that answer in time."""
         others = sorted(p for p in self.folder.glob("metrics-*.sock") if p != self.path)
-        answers = await asyncio.gather(*(_read(p) for p in others))
+        answers = await asyncio.gather(*(_read(self.address(p)) for p in others))
         texts = {str(os.getpid()): own.decode()}
         for path, text in zip(others, answers):
             if text is not None:
@@ -96,12 +111,10 @@ class WorkerMetrics:
         return merge(texts)
 
 
-async def _read(path: Path) -> str | None:
+async def _read(address: str) -> str | None:
     """A worker's figures from its socket; None if it does not answer (gone, stuck)."""
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path)), TIMEOUT_S
-        )
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(address), TIMEOUT_S)
     except (OSError, asyncio.TimeoutError):
         return None  # a worker that stopped (its socket file may outlive it)
     try:
