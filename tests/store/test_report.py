@@ -270,3 +270,38 @@ def test_bad_reference_files(
         path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_reference(path, input_name)
+
+
+@pytest.mark.parametrize("ref_dtype", [np.float32, np.float64])
+def test_float32_inputs_served_back_show_no_drift(
+    sqlite_url: str, tmp_path: Path, ref_dtype: type
+) -> None:
+    # Iris-like measurements (one decimal) as a float32 model takes them. The log keeps each
+    # float32 as its shortest decimal ("5.1"); read back as float64 it differed from the
+    # float32 reference widened (5.099999904632568), and values at bin edges changed bins.
+    data = np.round(np.random.default_rng(7).uniform(4.0, 8.0, size=(150, 4)), 1)
+    x = data.astype(np.float32)
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "spool") as log:
+        for i in range(0, 150, 10):
+            log.record(
+                PredictionRecord(
+                    request_id=f"f{i}",
+                    model="clf",
+                    version="1",
+                    inputs={"x": x[i : i + 10]},
+                    outputs={"y": x[i : i + 10, :1]},
+                    latency_ms=1.0,
+                    time=T0 + i,
+                )
+            )
+        assert log.flush(timeout=30)
+    reference = {"x": (x if ref_dtype is np.float32 else data).astype(ref_dtype)}
+    tmp_ref = tmp_path / "ref.npz"
+    np.savez(tmp_ref, **reference)
+    report = make_report(sqlite_url, tmp_path, reference=load_reference(tmp_ref))
+    drift = {d.feature: d for d in report.drift}
+    assert set(drift) == {f"x[{j}]" for j in range(4)}
+    for d in drift.values():
+        assert d.n_current == 150
+        assert d.psi == pytest.approx(0.0, abs=1e-12), d.feature
+        assert d.ks == 0.0, d.feature

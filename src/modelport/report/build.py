@@ -101,7 +101,8 @@ class Report:
 
 def features_of(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Numeric per-row features of ``{name: {"shape", "datatype", "data"}}`` tensors:
-    ``name`` for one value per row, ``name[j]`` for column ``j``."""
+    ``name`` for one value per row, ``name[j]`` for column ``j``; floats keep their logged
+    dtype, the rest are float64."""
     features: dict[str, np.ndarray] = {}
     for name, tensor in tensors.items():
         if "data" not in tensor or np.dtype(tensor["datatype"]).kind not in "biuf":
@@ -109,7 +110,11 @@ def features_of(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         shape = tensor["shape"] or [1]
         if 0 in shape:
             continue
-        rows = np.asarray(tensor["data"], dtype=np.float64).reshape(shape[0], -1)
+        # Parsed in the logged dtype: a float32 stored as its shortest decimal ("5.1") reads
+        # back as that exact float32, which is what a float32 reference holds.
+        dtype = np.dtype(tensor["datatype"])
+        rows = np.asarray(tensor["data"], dtype=dtype if dtype.kind == "f" else np.float64)
+        rows = rows.reshape(shape[0], -1)
         if rows.shape[1] == 1:
             features[name] = rows[:, 0]
         elif rows.shape[1] <= MAX_FEATURES_PER_TENSOR:
@@ -289,8 +294,13 @@ def _drift(
             ref = reference.get(feature)
             if ref is None:
                 continue
-            ref = np.asarray(ref, dtype=np.float64)
             cur = np.concatenate(chunks)
+            # Compare at the served precision: a float64 reference of float32 inputs is rounded
+            # as the model saw it, or values on a bin edge land on different sides.
+            ref = np.asarray(ref)
+            if cur.dtype.itemsize < 8 and cur.dtype.kind == "f":
+                ref = ref.astype(cur.dtype)
+            ref, cur = ref.astype(np.float64), cur.astype(np.float64)
             d, p = ks_2samp(ref, cur)
             report.drift.append(
                 Drift(feature, kind, psi(ref, cur, bins), d, p, ref.size, cur.size, ref, cur)
