@@ -22,6 +22,8 @@ class Iris(modelport.Model):
     a list of such lists, or ``{"input": [[...], ...]}``; answers one
     ``{"species", "probabilities"}`` per row."""
 
+    labels = SPECIES  # feedback may name the species
+
     def preprocess(self, payload: Any) -> dict[str, np.ndarray]:
         if isinstance(payload, Mapping) and "input" in payload:
             payload = payload["input"]

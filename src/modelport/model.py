@@ -43,6 +43,9 @@ class Model:
     """The runtime's name, reported as ``platform`` in V2 metadata."""
     signature: Signature | None = None
     """Declared inputs and outputs; a class attribute, ``modelport.yaml`` or the runtime sets it."""
+    labels: Sequence[str] | None = None
+    """A classifier's class names: ``labels[i]`` names class ``i`` of its first output, so
+    feedback may give the class by name as well as by index."""
 
     def __init__(
         self,
@@ -87,6 +90,35 @@ class Model:
         inputs = self.preprocess(payload)
         outputs = self.predict(inputs)
         return self.postprocess(outputs)
+
+    def truth(self, value: Any) -> Any:
+        """Feedback ``value`` in the space of the first output, which the report compares it
+        with: class names become indices (with :attr:`labels`); text for a numeric output
+        without labels is refused rather than scored as wrong."""
+        items = value if isinstance(value, list) else [value]
+        if self.labels is not None:
+            index = {name: i for i, name in enumerate(self.labels)}
+            out = []
+            for v in items:
+                if isinstance(v, str) and v in index:
+                    out.append(index[v])
+                elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(index):
+                    out.append(v)
+                else:
+                    raise InvalidInputError(
+                        f"feedback {v!r} is not a class of model {self.name!r}: it takes "
+                        f"{list(self.labels)} or their indices 0-{len(index) - 1}"
+                    )
+            return out if isinstance(value, list) else out[0]
+        first = self.signature.outputs[0] if self.signature and self.signature.outputs else None
+        text = next((v for v in items if isinstance(v, str)), None)
+        if first is not None and first.datatype != "BYTES" and text is not None:
+            raise InvalidInputError(
+                f"feedback {text!r} is text, but model {self.name!r} answers {first.datatype} "
+                f"in {first.name!r}: send the value as it answers, or declare the class names "
+                "as the model's labels"
+            )
+        return value
 
     # -- helpers the runtimes and front doors share ------------------------------------------
 

@@ -305,3 +305,17 @@ def test_float32_inputs_served_back_show_no_drift(
         assert d.n_current == 150
         assert d.psi == pytest.approx(0.0, abs=1e-12), d.feature
         assert d.ks == 0.0, d.feature
+
+
+def test_a_class_name_against_class_indices_is_unmatched_not_wrong(
+    known: tuple[str, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    # `modelport feedback` writes to the database without the model: a name there cannot be
+    # turned into an index, and must not count as a wrong answer.
+    url, _ = known
+    before = make_report(url, tmp_path)
+    with PredictionLog.open(url, spool_dir=tmp_path / "fb") as log:
+        log.feedback("r5", "versicolor")
+    after = make_report(url, tmp_path)
+    assert after.accuracy == before.accuracy == pytest.approx(5 / 6)
+    assert after.feedback_unmatched == before.feedback_unmatched + 1

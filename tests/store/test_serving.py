@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from modelport.errors import ModelNotFoundError, UnknownRequestError
+from modelport.report import build_report
 from modelport.runtime.dataplane import DataPlane
 from modelport.store import PredictionLog
 from tests.builders import mlp_reference, mlp_weights, onnx_mlp
@@ -345,3 +346,49 @@ def test_the_log_admin_api_without_a_log_is_a_clear_404(repo: Path, tmp_path: Pa
             assert client.get("/v2/health/ready").status_code == 200
     finally:
         served.stop()
+
+
+def test_feedback_in_the_answers_own_words(repo: Path, tmp_path: Path) -> None:
+    """The iris demo answers species names: feedback may name them; a name it does not know,
+    or text for a model answering numbers, is a 400 listing what it takes."""
+    demo = Path(__file__).resolve().parents[2] / "demo" / "iris"
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    server = Served(demo, ["--log-db", db], tmp_path)
+    flowers = {  # request id -> (measurements, the right species)
+        "f-0": ([5.1, 3.5, 1.4, 0.2], "setosa"),
+        "f-1": ([6.7, 3.0, 5.2, 2.3], "virginica"),
+        "f-2": ([5.9, 3.0, 4.2, 1.5], "versicolor"),
+    }
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for rid, (x, species) in flowers.items():
+                r = client.post("/v2/models/iris/predict", json=x, headers={"X-Request-ID": rid})
+                assert r.status_code == 200 and r.json()[0]["species"] == species, r.text
+            for rid, value in (("f-0", "setosa"), ("f-1", "virginica"), ("f-2", 1)):
+                feedback = {"request_id": rid, "value": value}
+                r = client.post("/v2/models/iris/feedback", json=feedback)
+                assert r.status_code == 200, r.text
+            for value in ("rose", 3, -1, True, ["setosa", "tulip"]):
+                r = client.post(
+                    "/v2/models/iris/feedback", json={"request_id": "f-0", "value": value}
+                )
+                assert r.status_code == 400, (value, r.text)
+                assert "['setosa', 'versicolor', 'virginica']" in r.json()["error"], r.text
+            assert client.get("/v2/health/ready").status_code == 200  # still serving
+    finally:
+        server.stop()
+    with PredictionLog.open(db, spool_dir=tmp_path / "read") as log:
+        rows = list(log.predictions("iris"))
+    assert sorted(r["feedback"] for r in rows) == [0, 1, 2]  # stored as the label output holds it
+    report = build_report("iris", rows)
+    assert (report.accuracy, report.feedback_rows, report.feedback_unmatched) == (1.0, 3, 0)
+
+    tiny = Served(repo, ["--log-db", db], tmp_path)  # answers class indices, declares no labels
+    try:
+        load(tiny.url, ["r-1"], threads=1)
+        feedback = {"request_id": "r-1", "value": "setosa"}
+        r = httpx.post(f"{tiny.url}/v2/models/tiny/feedback", json=feedback)
+        assert r.status_code == 400
+        assert "is text, but model 'tiny' answers FP32 in 'y'" in r.json()["error"], r.text
+    finally:
+        tiny.stop()

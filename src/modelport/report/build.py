@@ -249,6 +249,8 @@ def _pair(outs: dict[str, Any], output: str | None, truth: Any) -> tuple[Any, An
     truths = truth if isinstance(truth, list) else [truth]
     if len(truths) != rows.shape[0]:
         return None
+    if kind not in "SUO" and any(isinstance(v, str) for v in truths):
+        return None  # a class name against class indices: unmatched, never scored as wrong
     return list(rows), truths, ("vector" if rows.shape[1] > 1 else kind)
 
 

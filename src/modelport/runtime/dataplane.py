@@ -267,13 +267,13 @@ class DataPlane:
 
     async def feedback(self, name: str, request_id: Any, value: Any) -> None:
         """Store the ground truth for a logged prediction of model ``name``."""
-        self.registry.get(name)
+        model = self.registry.get(name).model
         if self.prediction_log is None:
             raise UnknownRequestError(
                 "prediction logging is off on this server (start it with --log-db or "
                 "--log-predictions), so it knows no request ids"
             )
-        await self.prediction_log.afeedback(request_id, value, model=name)
+        await self.prediction_log.afeedback(request_id, model.truth(value), model=name)
 
     def _timeout(self, parameters: dict[str, Any]) -> float | None:
         value = parameters.get("timeout")
