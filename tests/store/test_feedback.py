@@ -99,3 +99,47 @@ def test_async_feedback(sqlite_url: str, tmp_path: Path) -> None:
         log.record(make_record(0))
         assert asyncio.run(_afeedback(log)) == "iris"
         assert [r["feedback"] for r in log.predictions("iris")] == [2.5]
+
+
+def test_bulk_feedback_stores_good_items_and_reports_each_bad_one(
+    db_url: str, tmp_path: Path
+) -> None:
+    with PredictionLog.open(db_url, spool_dir=tmp_path / "spool") as log:
+        for i in range(600):  # more ids than one lookup statement takes
+            log.record(make_record(i))
+        log.record(make_record(0, model="other"))  # req-0 is now ambiguous
+        # No flush: the bulk call must find predictions that are still queued.
+        items: list[tuple[int, Any, Any]] = [(i, f"req-{i}", i % 3) for i in range(1, 600)]
+        items += [
+            (600, "req-0", 1),
+            (601, "nope", 1),
+            (602, "req-5", None),
+            (603, "", 1),
+        ]
+        stored, errors = log.feedback_many(items)
+        assert stored == 599
+        refused = sorted((e["index"], e["request_id"]) for e in errors)
+        assert refused == [(600, "req-0"), (601, "nope"), (602, "req-5"), (603, "")]
+        messages = {e["index"]: e["error"] for e in errors}
+        assert "several models (iris, other); name the model" in messages[600]
+        assert "no logged prediction with request id 'nope'" in messages[601]
+        assert "must be a number, a label" in messages[602]
+        assert "must be a non-empty string" in messages[603]
+        assert log.feedback_many([(0, "req-0", 2)], model="other") == (1, [])
+        rows = {r["request_id"]: r["feedback"] for r in log.predictions("iris")}
+    assert rows == {"req-0": None, **{f"req-{i}": i % 3 for i in range(1, 600)}}
+
+
+def test_bulk_feedback_while_the_database_is_down_stores_nothing(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    with PredictionLog.open(pg_url, spool_dir=tmp_path / "spool") as log:
+        log.record(make_record(0))
+        assert log.flush(timeout=30)
+        postgres.stop()
+        try:
+            with pytest.raises(StoreUnavailableError, match="is unreachable"):
+                log.feedback_many([(0, "req-0", 1)])
+        finally:
+            postgres.start()
+        assert log.feedback_many([(0, "req-0", 1)]) == (1, [])

@@ -187,7 +187,8 @@ def test_served_requests_are_logged_and_take_feedback(serve: Any, tmp_path: Path
                 ({"request_id": "r-1", "value": [[1]]}, 400, "got nested list"),
                 ({"request_id": "r-1"}, 400, 'feedback must be a JSON object {"request_id"'),
                 ({"request_id": "r-1", "value": 1, "oops": 2}, 400, "unknown feedback field"),
-                ([1, 2], 400, "feedback must be a JSON object"),
+                ("setosa", 400, "feedback must be a JSON object"),
+                ([], 400, "bulk feedback is an empty list"),
             ],
             "/v2/models/ghost/feedback": [({"request_id": "r-1", "value": 1}, 404, "ghost")],
             # the request was logged by tiny, not picky
@@ -202,7 +203,8 @@ def test_served_requests_are_logged_and_take_feedback(serve: Any, tmp_path: Path
         load(server.url, ["r-999"], threads=1)  # still serving
         spec = client.get("/openapi.json").json()["paths"]["/v2/models/{name}/feedback"]["post"]
         schema = spec["requestBody"]["content"]["application/json"]["schema"]
-        assert schema["required"] == ["request_id", "value"]
+        one, many = schema["oneOf"]
+        assert one["required"] == ["request_id", "value"] and many["items"] == one
         metrics = client.get("/metrics").text
         assert 'modelport_prediction_log_records_total{outcome="lost"} 0.0' in metrics
     server.stop()
@@ -346,6 +348,41 @@ def test_the_log_admin_api_without_a_log_is_a_clear_404(repo: Path, tmp_path: Pa
             assert client.get("/v2/health/ready").status_code == 200
     finally:
         served.stop()
+
+
+def test_bulk_feedback_stores_the_good_rows_and_names_each_bad_one(
+    serve: Any, tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    server = serve(db)
+    answers = load(server.url, [f"b-{i}" for i in range(50)])
+    good = [{"request_id": f"b-{i}", "value": answers[f"b-{i}"]} for i in range(50)]
+    bad = {  # position in the bulk request -> (item, what its error says)
+        3: ({"request_id": "nope", "value": 1}, "no logged prediction with request id 'nope'"),
+        10: ({"request_id": "b-1", "value": None}, "must be a number, a label"),
+        11: ([1, 2], "feedback[11] must be a JSON object"),
+        20: ({"request_id": "b-2", "value": 1, "oops": 1}, "unknown feedback[20] field(s)"),
+        21: ({"request_id": "b-3", "value": "setosa"}, "is text, but model 'tiny' answers"),
+    }
+    items: list[Any] = list(good)
+    for k in sorted(bad):
+        items.insert(k, bad[k][0])
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post("/v2/models/tiny/feedback", json=items)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert (answer["model"], answer["stored"]) == ("tiny", 50)
+        assert [e["index"] for e in answer["errors"]] == sorted(bad)
+        for e in answer["errors"]:
+            assert bad[e["index"]][1] in e["error"], e
+        too_many = [good[0]] * 100_001
+        r = client.post("/v2/models/tiny/feedback", json=too_many)
+        assert r.status_code == 400 and "at most 100000" in r.json()["error"]
+        load(server.url, ["b-999"], threads=1)  # still serving
+    server.stop()
+    with PredictionLog.open(db, spool_dir=tmp_path / "read") as log:
+        stored = {r["request_id"]: r["feedback"] for r in log.predictions("tiny")}
+    assert stored == {**{g["request_id"]: g["value"] for g in good}, "b-999": None}
 
 
 def test_feedback_in_the_answers_own_words(repo: Path, tmp_path: Path) -> None:

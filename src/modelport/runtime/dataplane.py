@@ -268,12 +268,32 @@ class DataPlane:
     async def feedback(self, name: str, request_id: Any, value: Any) -> None:
         """Store the ground truth for a logged prediction of model ``name``."""
         model = self.registry.get(name).model
+        await self._feedback_log().afeedback(request_id, model.truth(value), model=name)
+
+    async def feedback_many(
+        self, name: str, items: Sequence[tuple[int, Any, Any]]
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Store many ``(index, request_id, value)`` for model ``name``; return how many were
+        stored and one ``{"index", "request_id", "error"}`` per refused item."""
+        model = self.registry.get(name).model
+        log = self._feedback_log()
+        errors: list[dict[str, Any]] = []
+        good: list[tuple[int, Any, Any]] = []
+        for i, request_id, value in items:
+            try:
+                good.append((i, request_id, model.truth(value)))
+            except InvalidInputError as exc:
+                errors.append({"index": i, "request_id": request_id, "error": str(exc)})
+        stored, refused = await log.afeedback_many(good, model=name)
+        return stored, errors + refused
+
+    def _feedback_log(self) -> PredictionLog:
         if self.prediction_log is None:
             raise UnknownRequestError(
                 "prediction logging is off on this server (start it with --log-db or "
                 "--log-predictions), so it knows no request ids"
             )
-        await self.prediction_log.afeedback(request_id, model.truth(value), model=name)
+        return self.prediction_log
 
     def _timeout(self, parameters: dict[str, Any]) -> float | None:
         value = parameters.get("timeout")

@@ -123,22 +123,24 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     elif route.handler.__name__ == "feedback":
         truth = {"type": ["number", "string", "boolean"]}
+        one = {
+            "type": "object",
+            "required": ["request_id", "value"],
+            "additionalProperties": False,
+            "properties": {
+                "request_id": {"type": "string"},
+                "value": {"oneOf": [truth, {"type": "array", "items": truth}]},
+            },
+        }
         op["requestBody"] = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["request_id", "value"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "request_id": {"type": "string"},
-                            "value": {"oneOf": [truth, {"type": "array", "items": truth}]},
-                        },
-                    }
+                    "schema": {"oneOf": [one, {"type": "array", "items": one, "minItems": 1}]}
                 }
             },
-            "description": "Ground truth for a logged request: one value, or one per row",
+            "description": "Ground truth for a logged request (one value, or one per row), "
+            "or a list of such objects: the good ones are stored, each bad one is reported",
         }
     if route.model_route or params:
         for code, text in _ERRORS.items():

@@ -194,18 +194,45 @@ async def predict(request: Request) -> Response:
     return _json(200, result, [(b"x-request-id", request_id.encode())])
 
 
+_FEEDBACK_SHAPE = '{"request_id": ID, "value": GROUND_TRUTH}'
+MAX_BULK_FEEDBACK = 100_000
+"""Most feedback items one bulk request may carry."""
+
+
+def _feedback_pair(item: Any, where: str = "feedback") -> tuple[Any, Any]:
+    if not isinstance(item, dict) or not {"request_id", "value"} <= item.keys():
+        raise InvalidInputError(f"{where} must be a JSON object {_FEEDBACK_SHAPE}")
+    extra = sorted(item.keys() - {"request_id", "value"})
+    if extra:
+        raise InvalidInputError(f"unknown {where} field(s) {extra}; expected request_id, value")
+    return item["request_id"], item["value"]
+
+
 async def feedback(request: Request) -> Response:
     body = loads(await request.body())
-    if not isinstance(body, dict) or not {"request_id", "value"} <= body.keys():
-        raise InvalidInputError(
-            'feedback must be a JSON object {"request_id": ID, "value": GROUND_TRUTH}'
-        )
-    extra = sorted(body.keys() - {"request_id", "value"})
-    if extra:
-        raise InvalidInputError(f"unknown feedback field(s) {extra}; expected request_id, value")
     name = request.params["name"]
-    await request.app.dataplane.feedback(name, body["request_id"], body["value"])
-    return _json(200, {"model": name, "request_id": body["request_id"]})
+    if not isinstance(body, list):
+        request_id, value = _feedback_pair(body)
+        await request.app.dataplane.feedback(name, request_id, value)
+        return _json(200, {"model": name, "request_id": request_id})
+    # Bulk: the good rows are stored, each bad one is reported by its index.
+    if not body:
+        raise InvalidInputError(f"bulk feedback is an empty list; send objects {_FEEDBACK_SHAPE}")
+    if len(body) > MAX_BULK_FEEDBACK:
+        raise InvalidInputError(
+            f"bulk feedback has {len(body)} items; at most {MAX_BULK_FEEDBACK} a request"
+        )
+    items: list[tuple[int, Any, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(body):
+        try:
+            items.append((i, *_feedback_pair(item, f"feedback[{i}]")))
+        except InvalidInputError as exc:
+            rid = item.get("request_id") if isinstance(item, dict) else None
+            errors.append({"index": i, "request_id": rid, "error": str(exc)})
+    stored, refused = await request.app.dataplane.feedback_many(name, items)
+    errors = sorted(errors + refused, key=lambda e: int(e["index"]))
+    return _json(200, {"model": name, "stored": stored, "errors": errors})
 
 
 async def metrics(request: Request) -> Response:

@@ -255,27 +255,47 @@ class Database:
 
     def models_for_request(self, request_id: str) -> list[str]:
         """Distinct models that logged a prediction with ``request_id``."""
+        return self.models_for_requests([request_id]).get(request_id, [])
+
+    def models_for_requests(self, request_ids: Sequence[str]) -> dict[str, list[str]]:
+        """:meth:`models_for_request` for many ids at once (ids logged by none are absent)."""
         self.ensure_schema()
         c, r, p = calls, requests, predictions
-        query = sa.union(
-            sa.select(c.c.model).join(r, r.c.call == c.c.id).where(r.c.request_id == request_id),
-            sa.select(p.c.model).where(p.c.request_id == request_id),
-        )
+        found: dict[str, set[str]] = {}
+        unique = list(dict.fromkeys(request_ids))
         with self.engine.connect() as conn:
-            return sorted(set(conn.execute(query).scalars()))
+            for k in range(0, len(unique), 500):  # well under every driver's parameter limit
+                chunk = unique[k : k + 500]
+                query = sa.union(
+                    sa.select(r.c.request_id, c.c.model)
+                    .join(c, r.c.call == c.c.id)
+                    .where(r.c.request_id.in_(chunk)),
+                    sa.select(p.c.request_id, p.c.model).where(p.c.request_id.in_(chunk)),
+                )
+                for request_id, model in conn.execute(query):
+                    found.setdefault(request_id, set()).add(model)
+        return {k: sorted(v) for k, v in found.items()}
 
     def upsert_feedback(self, model: str, request_id: str, value: Any) -> None:
         """Store ground truth for ``(model, request_id)``, replacing any earlier value."""
+        self.upsert_feedback_many([(model, request_id, value)])
+
+    def upsert_feedback_many(self, rows: Sequence[tuple[str, str, Any]]) -> None:
+        """Store ``(model, request_id, value)`` rows in one transaction, replacing earlier
+        values."""
         self.ensure_schema()
-        stmt = self._insert(feedback).values(
-            model=model, request_id=request_id, value=json.dumps(value), ts=time.time()
-        )
+        stmt = self._insert(feedback)
         stmt = stmt.on_conflict_do_update(
             index_elements=["model", "request_id"],
             set_={"value": stmt.excluded.value, "ts": stmt.excluded.ts},
         )
+        now = time.time()
+        params = [
+            {"model": m, "request_id": rid, "value": json.dumps(v), "ts": now}
+            for m, rid, v in rows
+        ]
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(stmt, params)
 
     def prediction_rows(
         self, model: str, since: float | None = None, until: float | None = None

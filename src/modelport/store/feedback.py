@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import InvalidInputError, StoreUnavailableError, UnknownRequestError
+from ..errors import (
+    InvalidInputError,
+    ModelportError,
+    StoreUnavailableError,
+    UnknownRequestError,
+)
 from .db import Database, is_disconnect
 from .records import validate_feedback
 
-__all__ = ["read_predictions", "store_feedback"]
+__all__ = ["FeedbackError", "read_predictions", "store_feedback", "store_feedback_many"]
+
+FeedbackError = dict[str, Any]
+"""One refused row of a bulk feedback: ``{"index", "request_id", "error"}``."""
 
 
 def store_feedback(
@@ -25,31 +33,80 @@ def store_feedback(
 
     ``flush`` is called once before giving up on an id, for predictions still being written.
     """
-    request_id, value = validate_feedback(request_id, value)
+    stored, refused = _store(db, [(0, request_id, value)], model, flush, why_unknown)
+    if refused:
+        raise refused[0][2]
+    return stored[0]
+
+
+def store_feedback_many(
+    db: Database,
+    items: Sequence[tuple[int, Any, Any]],
+    *,
+    model: str | None = None,
+    flush: Callable[[], object] | None = None,
+    why_unknown: str = "never made, or not sampled",
+) -> tuple[int, list[FeedbackError]]:
+    """Store many ``(index, request_id, value)``: the good ones in one transaction, each bad
+    one refused as :func:`store_feedback` would refuse it alone, reported by its ``index``.
+
+    Returns the number stored and the refusals. A database that is down fails the whole call
+    (:class:`StoreUnavailableError`), storing nothing.
+    """
+    stored, refused = _store(db, items, model, flush, why_unknown)
+    errors = [{"index": i, "request_id": rid, "error": str(exc)} for i, rid, exc in refused]
+    return len(stored), errors
+
+
+def _store(
+    db: Database,
+    items: Sequence[tuple[int, Any, Any]],
+    model: str | None,
+    flush: Callable[[], object] | None,
+    why_unknown: str,
+) -> tuple[list[str], list[tuple[int, Any, ModelportError]]]:
+    """The model each stored item went to, and ``(index, request_id, error)`` per refusal."""
     if model is not None and (not isinstance(model, str) or not model):
         raise InvalidInputError(f"feedback model must be a non-empty string, got {model!r}")
+    refused: list[tuple[int, Any, ModelportError]] = []
+    valid: list[tuple[int, str, Any]] = []
+    for i, request_id, value in items:
+        try:
+            valid.append((i, *validate_feedback(request_id, value)))
+        except InvalidInputError as exc:
+            refused.append((i, request_id, exc))
+
+    def logged_by(models: dict[str, list[str]], request_id: str) -> list[str]:
+        found = models.get(request_id, [])
+        return [m for m in found if m == model] if model is not None else found
+
+    rows: list[tuple[str, str, Any]] = []
     try:
-        models = db.models_for_request(request_id)
-        if flush is not None and (not models or (model is not None and model not in models)):
-            flush()
-            models = db.models_for_request(request_id)
-        if model is not None:
-            models = [m for m in models if m == model]
-        if not models:
-            where = f" for model {model!r}" if model else ""
-            raise UnknownRequestError(
-                f"no logged prediction with request id {request_id!r}{where} ({why_unknown})"
-            )
-        if len(models) > 1:
-            raise InvalidInputError(
-                f"request id {request_id!r} was logged by several models "
-                f"({', '.join(models)}); name the model"
-            )
-        db.upsert_feedback(models[0], request_id, value)
+        ids = [rid for _, rid, _ in valid]
+        models = db.models_for_requests(ids) if ids else {}
+        if flush is not None and any(not logged_by(models, rid) for rid in ids):
+            flush()  # predictions still being written
+            models = db.models_for_requests(ids)
+        for i, rid, value in valid:
+            candidates = logged_by(models, rid)
+            if len(candidates) == 1:
+                rows.append((candidates[0], rid, value))
+            elif not candidates:
+                where = f" for model {model!r}" if model else ""
+                refused.append((i, rid, UnknownRequestError(
+                    f"no logged prediction with request id {rid!r}{where} ({why_unknown})"
+                )))  # fmt: skip
+            else:
+                refused.append((i, rid, InvalidInputError(
+                    f"request id {rid!r} was logged by several models "
+                    f"({', '.join(candidates)}); name the model"
+                )))  # fmt: skip
+        if rows:
+            db.upsert_feedback_many(rows)
     except Exception as exc:
         raise_if_unavailable(db, exc)
         raise
-    return models[0]
+    return [m for m, _, _ in rows], refused
 
 
 def read_predictions(

@@ -293,6 +293,30 @@ class PredictionLog:
         """:meth:`feedback` off the event loop."""
         return await asyncio.to_thread(self.feedback, request_id, value, model=model)
 
+    def feedback_many(
+        self, items: Sequence[tuple[int, Any, Any]], *, model: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Store many ``(index, request_id, value)`` at once; return how many were stored and
+        one ``{"index", "request_id", "error"}`` per refused item (the others are stored).
+
+        Raises :class:`StoreUnavailableError` when the database is down (nothing stored).
+        """
+        from .feedback import store_feedback_many
+
+        return store_feedback_many(
+            self.db,
+            items,
+            model=model,
+            flush=lambda: self.flush(timeout=10.0),
+            why_unknown=f"never made, or not sampled at rate {self.sample_rate}",
+        )
+
+    async def afeedback_many(
+        self, items: Sequence[tuple[int, Any, Any]], *, model: str | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """:meth:`feedback_many` off the event loop."""
+        return await asyncio.to_thread(self.feedback_many, items, model=model)
+
     def predictions(
         self, model: str, since: float | None = None, until: float | None = None
     ) -> Iterator[dict[str, Any]]:
