@@ -112,7 +112,7 @@ def test_rendered_in_terminal_html_and_prometheus(report: Report) -> None:
     assert "requests: 15  errors: 1" in text and "versions: 1 (10), 2 (5)" in text
     assert "traffic per version" in text
     assert "shadow 3 vs primary 1: agreement 0.667 (6 of 9 compared, 10 mirrored)" in text
-    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in text.splitlines()]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()]
     cells = {c[0]: c[1:] for c in rows if c[0].startswith(("candidate ", "primary ")) and c[1:]}
     assert cells == {
         "candidate 3": ["10", "1", "104.50", "108.10", "108.91", "6", "0.667"],

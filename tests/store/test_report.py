@@ -18,6 +18,7 @@ from modelport.report import (
     Report,
     build_report,
     load_reference,
+    print_report,
     render_html,
     report_registry,
 )
@@ -319,3 +320,35 @@ def test_a_class_name_against_class_indices_is_unmatched_not_wrong(
     after = make_report(url, tmp_path)
     assert after.accuracy == before.accuracy == pytest.approx(5 / 6)
     assert after.feedback_unmatched == before.feedback_unmatched + 1
+
+
+def test_rendered_for_a_person(known: tuple[str, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    from rich.console import Console
+
+    url, _ = known
+    rng = np.random.default_rng(11)
+    ref = {"x[0]": rng.normal(0.0, size=400), "x[1]": rng.normal(0.0, size=400)}
+    report = make_report(
+        url, tmp_path, window_s=3600, reference=ref, feature_names={"x[0]": "sepal_length"}
+    )
+    assert [d.verdict for d in report.drift] == ["drifted", "drifted"]
+    console = Console(record=True, width=80)
+    print_report(report, console)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert re.search(r"window \(UTC\)\s+requests\s+errors\s+p50 ms.*accuracy", text)
+    assert re.search(r"sepal_length \(x\[0\]\)\s+\d+\.\d{4}\s+drifted", text)
+    assert "PSI up to 0.1 stable, up to 0.25 moderate" in text
+    page = render_html(report)
+    assert "<th>verdict</th>" in page and "<td>sepal_length (x[0])</td>" in page
+    assert "<td>drifted</td>" in page
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.0, "stable"), (0.1, "stable"), (0.1001, "moderate"), (0.25, "moderate"), (0.26, "drifted")],
+)
+def test_psi_verdicts(value: float, expected: str) -> None:
+    from modelport.report.stats import verdict
+
+    assert verdict(value) == expected

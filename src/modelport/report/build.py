@@ -26,7 +26,7 @@ from .compare import (
     resolve_task,
     scores,
 )
-from .stats import ks_2samp, psi
+from .stats import ks_2samp, psi, verdict
 
 __all__ = ["Drift", "Report", "Window", "build_report", "features_of"]
 
@@ -66,6 +66,18 @@ class Drift:
     n_current: int
     reference: np.ndarray = field(repr=False)
     current: np.ndarray = field(repr=False)
+    name: str = ""
+    """The feature's own name where it is known (``sepal_length`` for ``input[0]``)."""
+
+    @property
+    def label(self) -> str:
+        """``name (feature)`` where the name is known, else ``feature``."""
+        return f"{self.name} ({self.feature})" if self.name else self.feature
+
+    @property
+    def verdict(self) -> str:
+        """``stable``, ``moderate`` or ``drifted``, from the PSI."""
+        return verdict(self.psi)
 
 
 @dataclass
@@ -132,8 +144,11 @@ def build_report(
     output: str | None = None,
     task: Task = "auto",
     psi_bins: int = 10,
+    feature_names: Mapping[str, str] | None = None,
 ) -> Report:
     """Compute the report from :meth:`PredictionLog.predictions` rows (sorted by time).
+
+    ``feature_names`` gives features their own names (``{"input[0]": "sepal_length"}``).
 
     Shadow answers (``metadata["shadow"]``) are not traffic: they only feed
     :attr:`Report.comparisons`.
@@ -223,6 +238,8 @@ def build_report(
     if reference:
         all_ts = np.concatenate(feature_ts) if feature_ts else np.zeros(0)
         _drift(report, reference, inputs, outputs, all_ts, edges, psi_bins)
+        for d in report.drift:
+            d.name = (feature_names or {}).get(d.feature, "")
     return report
 
 

@@ -16,10 +16,13 @@ import numpy as np
 from .._deps import require
 from .build import Report
 from .compare import VersionFigures
+from .stats import PSI_DRIFTED, PSI_MODERATE
 
 __all__ = ["figures", "render_html", "write_html"]
 
 MAX_HISTOGRAMS = 6
+DRIFT_HEAD = ("feature", "kind", "PSI", "verdict", "KS D", "KS p", "n ref", "n logged")
+_COLOURS = {"stable": "#55a868", "moderate": "#dd8452", "drifted": "#c44e52"}
 
 
 def _pyplot() -> Any:
@@ -37,6 +40,34 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _time_axis(ax: Any, report: Report) -> None:
+    """An x axis spanning exactly the report's windows (one window reads as one window),
+    with dates as short as they can be."""
+    import matplotlib.dates as mdates
+
+    start = np.datetime64(int(report.windows[0].start), "s")
+    end = np.datetime64(int(report.windows[-1].end), "s")
+    ax.set_xlim(start, end)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    concise = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(concise)
+    ax.set_xlabel("time (UTC)")
+
+
+def _legend(ax: Any, **kw: Any) -> None:
+    """The legend beside the plot, never over its data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+
+
+def _thresholds(ax: Any, vertical: bool) -> None:
+    """The PSI verdict lines, labelled."""
+    line = ax.axvline if vertical else ax.axhline
+    for value, name, style in ((PSI_MODERATE, "moderate", ":"), (PSI_DRIFTED, "drifted", "--")):
+        label = f"{name} above {value:g}"
+        line(value, color=_COLOURS[name], linestyle=style, linewidth=1.2, label=label)
+
+
 def figures(report: Report) -> dict[str, bytes]:
     """Title → PNG bytes of each plot the report has data for."""
     plt = _pyplot()
@@ -44,6 +75,7 @@ def figures(report: Report) -> dict[str, bytes]:
     if not report.windows:
         return out
     times = np.asarray([np.datetime64(int(w.start), "s") for w in report.windows])
+    middles = times + np.timedelta64(int(report.window_s / 2), "s")  # points mid-window
     width = np.timedelta64(int(report.window_s * 0.8), "s")
 
     fig, ax = plt.subplots(figsize=(8, 3))
@@ -59,50 +91,50 @@ def figures(report: Report) -> dict[str, bytes]:
         label="errors",
     )
     ax.set_ylabel("requests")
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
+    _legend(ax)
+    _time_axis(ax, report)
     out["Traffic and errors"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(8, 3))
     for q, style in (("p50", "-"), ("p90", "--"), ("p99", ":")):
         values = [w.latency_ms.get(q, np.nan) for w in report.windows]
-        ax.plot(times, values, style, marker="o", label=q)
+        ax.plot(middles, values, style, marker="o", label=q)
     ax.set_ylabel("latency (ms)")
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
+    _legend(ax)
+    _time_axis(ax, report)
     out["Latency percentiles"] = _png(fig)
 
     if report.task is not None:
         fig, ax = plt.subplots(figsize=(8, 3))
         metric = [np.nan if w.metric is None else w.metric for w in report.windows]
-        ax.plot(times, metric, marker="o", color="#55a868")
+        ax.plot(middles, metric, marker="o", color="#55a868")
         ax.set_ylabel("accuracy" if report.task == "classification" else "MAE")
         if report.task == "classification":
             ax.set_ylim(0, 1.05)
-        fig.autofmt_xdate()
+        _time_axis(ax, report)
         out["Accuracy over time" if report.task == "classification" else "Error over time"] = _png(
             fig
         )
 
     if report.drift:
         fig, ax = plt.subplots(figsize=(8, 0.4 * len(report.drift) + 1.2))
-        names = [f"{d.feature} ({d.kind})" for d in report.drift][::-1]
+        names = [f"{d.label} ({d.kind})" for d in report.drift][::-1]
         values = [d.psi for d in report.drift][::-1]
-        colors = ["#c44e52" if v > 0.25 else "#dd8452" if v > 0.1 else "#55a868" for v in values]
+        colors = [_COLOURS[d.verdict] for d in report.drift][::-1]
         ax.barh(names, values, color=colors)
-        for limit in (0.1, 0.25):
-            ax.axvline(limit, color="grey", linestyle="--", linewidth=1)
+        _thresholds(ax, vertical=True)
         ax.set_xlabel("PSI against the reference")
+        _legend(ax, fontsize=8)
         out["Drift (PSI) per feature"] = _png(fig)
 
         fig, ax = plt.subplots(figsize=(8, 3))
         for d in report.drift[:MAX_HISTOGRAMS]:
             values = [w.psi.get(d.feature, np.nan) for w in report.windows]
-            ax.plot(times, values, marker="o", label=d.feature)
-        ax.axhline(0.25, color="grey", linestyle="--", linewidth=1)
+            ax.plot(middles, values, marker="o", label=d.label)
+        _thresholds(ax, vertical=False)
         ax.set_ylabel("PSI per window")
-        ax.legend(loc="upper left", fontsize=7)
-        fig.autofmt_xdate()
+        _legend(ax, fontsize=7)
+        _time_axis(ax, report)
         out["Drift over time"] = _png(fig)
 
         shown = report.drift[:MAX_HISTOGRAMS]
@@ -114,7 +146,7 @@ def figures(report: Report) -> dict[str, bytes]:
             bins = np.histogram_bin_edges(both, bins=30)
             ax.hist(d.reference, bins=bins, density=True, alpha=0.5, label="reference")
             ax.hist(d.current, bins=bins, density=True, alpha=0.5, label="logged")
-            ax.set_title(f"{d.feature}  PSI {d.psi:.3f}  KS {d.ks:.3f}", fontsize=9)
+            ax.set_title(f"{d.label}  PSI {d.psi:.3f} ({d.verdict})", fontsize=9)
             ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(shown) :]:
             ax.set_visible(False)
@@ -131,7 +163,7 @@ def figures(report: Report) -> dict[str, bytes]:
             ax.bar(qs + shift, values, width=0.4, color=color, label=f"{role} {f.version}")
         ax.set_xticks(qs, ["p50", "p90", "p99"])
         ax.set_ylabel("latency (ms)")
-        ax.legend(loc="upper left")
+        _legend(ax)
         title = f"Shadow latency: candidate {c.candidate_version} vs primary {c.primary_version}"
         out[title] = _png(fig)
     return out
@@ -166,9 +198,10 @@ def render_html(report: Report) -> str:
     if report.drift:
         rows = [
             (
-                d.feature,
+                d.label,
                 d.kind,
                 f"{d.psi:.4f}",
+                d.verdict,
                 f"{d.ks:.4f}",
                 f"{d.ks_pvalue:.3g}",
                 str(d.n_reference),
@@ -178,7 +211,9 @@ def render_html(report: Report) -> str:
         ]
         parts += [
             "<h2>Drift</h2>",
-            _table(("feature", "kind", "PSI", "KS D", "KS p", "n ref", "n logged"), rows),
+            _table(DRIFT_HEAD, rows),
+            f"<p>PSI up to {PSI_MODERATE} is stable, up to {PSI_DRIFTED} moderate, above that "
+            "drifted; a KS p-value below 0.05 says the two distributions differ.</p>",
         ]
     for title, png in figures(report).items():
         data = base64.b64encode(png).decode()

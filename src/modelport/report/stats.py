@@ -9,10 +9,29 @@ import math
 
 import numpy as np
 
-__all__ = ["kolmogorov_sf", "ks_2samp", "psi", "psi_edges"]
+__all__ = [
+    "PSI_DRIFTED",
+    "PSI_MODERATE",
+    "kolmogorov_sf",
+    "ks_2samp",
+    "psi",
+    "psi_edges",
+    "verdict",
+]
 
 PSI_EPSILON = 1e-4
 """Floor for a bin's share, so an empty bin gives a large but finite PSI."""
+PSI_MODERATE = 0.1
+"""PSI above which a feature has moved moderately (the customary credit-scoring threshold)."""
+PSI_DRIFTED = 0.25
+"""PSI above which a feature has drifted."""
+
+
+def verdict(psi_value: float) -> str:
+    """``stable`` (PSI ≤ 0.1), ``moderate`` (≤ 0.25) or ``drifted``."""
+    if psi_value > PSI_DRIFTED:
+        return "drifted"
+    return "moderate" if psi_value > PSI_MODERATE else "stable"
 
 
 def psi_edges(reference: np.ndarray, bins: int = 10) -> np.ndarray:

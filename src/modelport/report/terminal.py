@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from .build import Report
 from .compare import VersionFigures
+from .stats import PSI_DRIFTED, PSI_MODERATE
 
 __all__ = ["print_report"]
 
@@ -28,8 +30,18 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _psi_style(value: float) -> str:
-    return "red" if value > 0.25 else "yellow" if value > 0.1 else "green"
+_STYLE = {"stable": "green", "moderate": "yellow", "drifted": "red"}
+LATENCY = ("p50 ms", "p90 ms", "p99 ms")
+
+
+def _table(first: str, *numbers: str, title: str, fold: bool = False) -> Table:
+    """A table that fits 80 columns: no vertical rules, numbers never wrapped or cut; the
+    first column folds only where asked (long feature names)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column(first, overflow="fold", no_wrap=not fold)
+    for head in numbers:
+        table.add_column(head, justify="right", no_wrap=True)
+    return table
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
@@ -40,8 +52,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         _print_versions(report, console)
         return
     error_rate = report.errors / report.requests
+    console.print(f"[bold]{report.model}[/bold]  {_when(report.start)} .. {_when(report.end)} UTC")
     console.print(
-        f"[bold]{report.model}[/bold]  {_when(report.start)} .. {_when(report.end)} UTC  "
         f"requests: {report.requests}  errors: {report.errors} ({error_rate:.2%})  "
         f"versions: {', '.join(f'{v} ({n})' for v, n in sorted(report.versions.items()))}"
     )
@@ -68,13 +80,11 @@ def print_report(report: Report, console: Console | None = None) -> None:
             "their prediction's rows[/yellow]"
         )
     metric = "accuracy" if report.task == "classification" else "MAE"
-    table = Table(
+    table = _table(
         "window (UTC)",
         "requests",
         "errors",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
+        *LATENCY,
         "feedback",
         metric,
         title=f"per {_duration(report.window_s)} window",
@@ -94,27 +104,26 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console.print(table)
     _print_versions(report, console)
     if report.drift:
-        drift = Table(
-            "feature",
-            "kind",
-            "PSI",
-            "KS D",
-            "KS p",
-            "n ref",
-            "n current",
-            title="drift against the reference",
-        )
+        drift = _table(
+            "feature", "PSI", "verdict", "KS D", "KS p", "n ref", "n now",
+            title="drift against the reference", fold=True,
+        )  # fmt: skip
         for d in report.drift:
+            style = _STYLE[d.verdict]
             drift.add_row(
-                d.feature,
-                d.kind,
-                f"[{_psi_style(d.psi)}]{d.psi:.4f}[/]",
+                d.label if d.kind == "input" else f"{d.label} (output)",
+                f"[{style}]{d.psi:.4f}[/]",
+                f"[{style}]{d.verdict}[/]",
                 f"{d.ks:.4f}",
                 f"{d.ks_pvalue:.3g}",
                 str(d.n_reference),
                 str(d.n_current),
             )
         console.print(drift)
+        console.print(
+            f"PSI up to {PSI_MODERATE} stable, up to {PSI_DRIFTED} moderate, above that "
+            "drifted; KS p below 0.05: the distributions differ"
+        )
     if report.truncated_inputs:
         console.print(
             f"{report.truncated_inputs} request(s) had inputs above the size limit "
@@ -147,9 +156,9 @@ def _version_row(label: str, f: VersionFigures) -> list[str]:
 def _print_versions(report: Report, console: Console) -> None:
     """Per-version traffic (a canary next to the live version) and shadow comparisons."""
     metric = "MAE / RMSE" if report.task == "regression" else "accuracy"
-    head = ("requests", "errors", "p50 ms", "p90 ms", "p99 ms", "feedback", metric)
+    head = ("requests", "errors", *LATENCY, "feedback", metric)
     if len(report.by_version) > 1:
-        table = Table("version", *head, title="traffic per version")
+        table = _table("version", *head, title="traffic per version")
         for v, figures in report.by_version.items():
             table.add_row(*_version_row(v, figures))
         console.print(table)
@@ -159,7 +168,7 @@ def _print_versions(report: Report, console: Console) -> None:
             f"shadow {c.candidate_version} vs primary {c.primary_version}: agreement "
             f"{agreement} ({c.agreed} of {c.compared} compared, {c.mirrored} mirrored)"
         )
-        table = Table("", *head, title="candidate vs primary, on the mirrored requests")
+        table = _table("", *head, title="candidate vs primary, on the mirrored requests")
         table.add_row(*_version_row(f"candidate {c.candidate_version}", c.candidate))
         table.add_row(*_version_row(f"primary {c.primary_version}", c.primary))
         console.print(table)
