@@ -10,6 +10,7 @@ import numpy as np
 
 from .._deps import require
 from ..config import ModelConfig
+from ..cpus import threads_option
 from ..datatypes import from_numpy
 from ..errors import CorruptArtifactError
 from ..model import Inputs, Model, as_input_dict, maybe_single
@@ -26,7 +27,7 @@ class LightGBMModel(Model):
 
     Input ``input``: FP64 ``[-1, num_feature]``. Output ``predictions``: what
     ``Booster.predict`` returns (``[-1]``, or ``[-1, classes]`` for multiclass objectives).
-    Options: ``num_threads`` (LightGBM's default when unset).
+    Options: ``num_threads`` (default: the process's CPU budget).
     After loading, ``booster`` is the native ``lightgbm.Booster``.
     """
 
@@ -57,8 +58,7 @@ class LightGBMModel(Model):
         except UnicodeDecodeError as exc:
             raise CorruptArtifactError(f"{self.path}: not UTF-8 text: {exc}") from None
         self.booster = lgb.Booster(model_str=text)
-        if "num_threads" in self.options:
-            self._predict_options["num_threads"] = int(self.options["num_threads"])
+        self._predict_options["num_threads"] = threads_option(self.options, "num_threads")
         self._n_features = int(self.booster.num_feature())
         self.feature_names = [str(n) for n in self.booster.feature_name()]
         if self.signature is None:

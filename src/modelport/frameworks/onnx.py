@@ -9,6 +9,7 @@ import numpy as np
 
 from .._deps import require
 from ..config import ModelConfig
+from ..cpus import threads_option
 from ..model import Inputs, Model, as_input_dict, maybe_single
 from ..signature import Signature, TensorSpec
 
@@ -67,7 +68,7 @@ class OnnxModel(Model):
     def load(self) -> None:
         ort = require("onnxruntime", extra="onnx")
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(self.options.get("intra_op_threads", 0))
+        so.intra_op_num_threads = threads_option(self.options)
         so.inter_op_num_threads = int(self.options.get("inter_op_threads", 0))
         level = str(self.options.get("graph_optimization_level", "all")).lower()
         so.graph_optimization_level = {

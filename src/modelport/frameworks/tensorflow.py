@@ -20,6 +20,7 @@ import numpy as np
 
 from .._deps import require
 from ..config import ModelConfig
+from ..cpus import default_threads
 from ..datatypes import from_numpy
 from ..errors import (
     ConfigError,
@@ -46,10 +47,12 @@ def _threads(options: Mapping[str, Any]) -> None:
         ("intra_op_threads", tf.config.threading.set_intra_op_parallelism_threads),
         ("inter_op_threads", tf.config.threading.set_inter_op_parallelism_threads),
     ):
-        if options.get(key):
-            try:
-                setter(int(options[key]))
-            except RuntimeError as exc:  # TensorFlow already initialised its pools
+        explicit = bool(options.get(key))
+        try:
+            # Unset, the CPU budget rather than TensorFlow's thread per core.
+            setter(int(options[key]) if explicit else default_threads())
+        except RuntimeError as exc:  # TensorFlow already initialised its pools
+            if explicit:
                 raise ConfigError(
                     f"{key}: TensorFlow's thread pools are already running; set it on the "
                     f"first model loaded in this process ({exc})"

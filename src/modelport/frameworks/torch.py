@@ -30,6 +30,7 @@ import numpy as np
 
 from .._deps import require
 from ..config import ModelConfig
+from ..cpus import threads_option
 from ..datatypes import from_numpy
 from ..errors import (
     ConfigError,
@@ -71,9 +72,11 @@ class TorchModel(Model):
     def _prepare(self, module: Any, *, eval_mode: bool = True) -> None:
         """Install ``module`` for inference: eval mode, threads, the dtype for bare floats."""
         torch = _torch()
-        threads = self.options.get("intra_op_threads")
-        if threads:
-            torch.set_num_threads(int(threads))
+        threads = threads_option(self.options)
+        # Process-wide: lower torch's thread-per-core default to the CPU budget, and apply an
+        # explicit setting as given.
+        if threads and (threads < torch.get_num_threads() or "intra_op_threads" in self.options):
+            torch.set_num_threads(threads)
         if eval_mode and isinstance(module, torch.nn.Module):
             module.eval()
             floats = [p for p in module.parameters() if p.is_floating_point()]

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._deps import require
 from ..config import ModelConfig
+from ..cpus import threads_option
 from ..datatypes import from_numpy
 from ..errors import CorruptArtifactError, InvalidInputError
 from ..model import Inputs, Model, as_input_dict, maybe_single
@@ -26,7 +27,7 @@ class XGBoostModel(Model):
 
     Input ``input``: FP32 ``[-1, num_features]``. Output ``predictions``: what
     ``Booster.inplace_predict`` returns (``[-1]``, or ``[-1, classes]`` for ``multi:softprob``).
-    Options: ``nthread`` (threads per prediction; XGBoost's default when unset).
+    Options: ``nthread`` (threads per prediction; default: the process's CPU budget).
     After loading, ``booster`` is the native ``xgboost.Booster``.
     """
 
@@ -53,8 +54,7 @@ class XGBoostModel(Model):
                 f"{self.path}: could not be loaded as {self.format_description} "
                 f"(truncated or corrupt?): {detail}"
             ) from None
-        if "nthread" in self.options:
-            booster.set_param({"nthread": int(self.options["nthread"])})
+        booster.set_param({"nthread": threads_option(self.options, "nthread")})
         self.booster = booster
         self._n_features = int(booster.num_features())
         names = booster.feature_names
