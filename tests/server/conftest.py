@@ -134,7 +134,7 @@ def free_socket() -> socket.socket:
 class LiveServer:
     """The real app under uvicorn in a background thread, on a free loopback port."""
 
-    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+    def __init__(self, dataplane: DataPlane, settings: Settings, **protocol: float) -> None:
         import uvicorn
 
         self.dataplane = dataplane
@@ -143,7 +143,7 @@ class LiveServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app, lifespan="on", log_config=None, http=http_protocol(), loop="none"
+            self.app, lifespan="on", log_config=None, http=http_protocol(**protocol), loop="none"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -169,11 +169,11 @@ class LiveServer:
         self.sock.close()
 
 
-def start(path: Path, **settings: Any) -> LiveServer:
+def start(path: Path, protocol: dict[str, float] | None = None, **settings: Any) -> LiveServer:
     cfg = Settings(model_path=path, grpc_port=None, **settings)
     dataplane = build_dataplane(cfg)
     assert isinstance(dataplane.metrics, PrometheusMetrics)
-    return LiveServer(dataplane, cfg)
+    return LiveServer(dataplane, cfg, **(protocol or {}))
 
 
 @pytest.fixture(scope="session")
