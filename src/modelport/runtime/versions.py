@@ -34,12 +34,13 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError, InvalidInputError, ModelNotFoundError
 from .loading import ModelFactory, StageError, fresh, prepare
-from .registry import version_key
+from .registry import ModelRegistry, version_key
 from .runner import ModelRunner, ModelState, Prediction
 from .traffic import Canary, Policy, Shadow, ShadowMirror, percent
 
 if TYPE_CHECKING:
-    from .dataplane import DataPlane
+    from ..model import Model
+    from ..store.log import PredictionLog
 
 __all__ = ["SWAP_POLICIES", "ModelFactory", "ModelVersions", "VersionManager", "Watcher"]
 
@@ -83,11 +84,21 @@ class ModelVersions:
 
 
 class VersionManager:
-    """Live versions, swaps and traffic policies of the models of a :class:`DataPlane`."""
+    """Live versions, swaps and traffic policies of the models in a registry.
 
-    def __init__(self, dataplane: DataPlane) -> None:
-        self._dp = dataplane
-        self._registry = dataplane.registry
+    ``make_runner`` wraps a loaded model as the data plane runs it; ``prediction_log`` says
+    where shadow answers are logged (None: nowhere), asked each time since it can change.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        make_runner: Callable[[Model], ModelRunner],
+        prediction_log: Callable[[], PredictionLog | None],
+    ) -> None:
+        self._registry = registry
+        self._make_runner = make_runner
+        self._prediction_log = prediction_log
         self.swap_policy = "double_buffer"
         self.drain_timeout = 30.0
         self.watcher: Watcher | None = None
@@ -330,7 +341,7 @@ class VersionManager:
             if isinstance(policy, Shadow):
                 track.mirror = ShadowMirror(
                     self._registry.get(name, policy.version),
-                    prediction_log=lambda: self._dp.prediction_log,
+                    prediction_log=self._prediction_log,
                 )
             track.policy = policy
             log.info("traffic policy set", extra={"model": name, **policy.to_dict()})
@@ -449,7 +460,7 @@ class VersionManager:
             model = await asyncio.to_thread(factory)
         except Exception as exc:
             raise self._failed(track, version, "resolve", exc) from exc
-        return self._dp.make_runner(model)
+        return self._make_runner(model)
 
     async def _warm(
         self, track: ModelVersions, runner: ModelRunner, samples: list[dict[str, np.ndarray]]

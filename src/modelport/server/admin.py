@@ -31,21 +31,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InvalidInputError, ModelNotFoundError
-from ..protocol.codec import dumps, loads
+from ..protocol.codec import loads
 from ..runtime.runner import ModelRunner
 from ..runtime.traffic import Canary
 from ..runtime.versions import VersionManager
 from ..runtime.watcher import RepositoryWatcher, on_disk
-from .rest import Request, Response, Route
+from .http import AppContext, Request, Response, Route, json_response
 
 if TYPE_CHECKING:
     from ..store.log import PredictionLog
-    from .app import App
 
 __all__ = ["ADMIN_ROUTES", "VersionCollector", "apply_change", "install"]
 
 
-def install(app: App) -> tuple[Route, ...]:
+def install(app: AppContext) -> tuple[Route, ...]:
     """Configure the app's version manager from its settings, export its metrics, and return
     the admin routes to serve (none unless ``settings.admin``)."""
     settings, versions = app.settings, app.dataplane.versions
@@ -83,12 +82,6 @@ def install(app: App) -> tuple[Route, ...]:
 # -- the admin API --------------------------------------------------------------------------
 
 
-def _json(status: int, value: Any) -> Response:
-    body = dumps(value)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return Response(status, headers, body)
-
-
 async def _body(request: Request, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Any:
     raw = await request.body()
     if not raw.strip():
@@ -120,11 +113,11 @@ def _versions(request: Request) -> VersionManager:
 
 async def list_models(request: Request) -> Response:
     versions = _versions(request)
-    return _json(200, {"models": [versions.describe(n) for n in versions.models()]})
+    return json_response(200, {"models": [versions.describe(n) for n in versions.models()]})
 
 
 async def show(request: Request) -> Response:
-    return _json(200, _versions(request).describe(request.params["name"]))
+    return json_response(200, _versions(request).describe(request.params["name"]))
 
 
 async def pin(request: Request) -> Response:
@@ -167,7 +160,7 @@ async def show_log(request: Request) -> Response:
     log = request.app.dataplane.prediction_log
     if log is None:
         return _no_log()
-    return _json(200, _log_state(log))
+    return json_response(200, _log_state(log))
 
 
 async def set_log(request: Request) -> Response:
@@ -185,11 +178,11 @@ async def _change(request: Request, op: str, **args: Any) -> Response:
         args = {"model": name, **args}
     journal = request.app.admin_journal
     if journal is None:
-        return _json(200, await apply_change(request.app, op, args))
-    return _json(200, await journal.submit(op, args))
+        return json_response(200, await apply_change(request.app, op, args))
+    return json_response(200, await journal.submit(op, args))
 
 
-async def apply_change(app: App, op: str, args: dict[str, Any]) -> dict[str, Any]:
+async def apply_change(app: AppContext, op: str, args: dict[str, Any]) -> dict[str, Any]:
     """Apply one admin change ``op`` with ``args`` to ``app``; the state it leaves.
 
     A version already in the repository that the watcher has not found yet (it waits for two
@@ -215,14 +208,14 @@ async def apply_change(app: App, op: str, args: dict[str, Any]) -> dict[str, Any
 _FOUND_POLL_S = 0.1
 
 
-def _on_disk(app: App, args: dict[str, Any]) -> bool:
+def _on_disk(app: AppContext, args: dict[str, Any]) -> bool:
     root, version = app.settings.model_path, args.get("version")
     if not app.settings.watch or root is None or version is None:
         return False
     return on_disk(Path(root), args["model"], str(version))
 
 
-async def _apply(app: App, op: str, args: dict[str, Any]) -> dict[str, Any]:
+async def _apply(app: AppContext, op: str, args: dict[str, Any]) -> dict[str, Any]:
     versions = app.dataplane.versions
     if op == "sample_rate":
         log = app.dataplane.prediction_log
@@ -257,7 +250,7 @@ def _log_state(log: PredictionLog) -> dict[str, Any]:
 
 def _no_log() -> Response:
     why = "this server logs no predictions: start it with --log-db or --log-predictions"
-    return _json(404, {"error": why})
+    return json_response(404, {"error": why})
 
 
 _ADMIN = "/admin/models/{name}"

@@ -12,27 +12,23 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError, ModelportError
 from ..protocol.codec import encode_error
 from ..runtime.dataplane import DataPlane
 from ..settings import Settings
 from .errors import PayloadTooLargeError, status_for
+from .http import Receive, Request, Response, Route, Scope, Send
 from .metrics import PrometheusMetrics
-from .rest import ROUTES, Request, Response, Route
+from .rest import ROUTES
 
 if TYPE_CHECKING:
     from .journal import AdminJournal
     from .worker_metrics import WorkerMetrics
 
 __all__ = ["App", "create_app"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("modelport.server")
 access_log = logging.getLogger("modelport.access")

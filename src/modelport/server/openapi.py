@@ -10,7 +10,7 @@ from .._version import __version__
 from ..datatypes import DATATYPES
 
 if TYPE_CHECKING:
-    from .rest import Route
+    from .http import Route
 
 __all__ = ["DOCS_HTML", "document"]
 

@@ -7,85 +7,17 @@ exceptions; the app maps them to a status (``server/errors.py``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidInputError
-from ..protocol.codec import decode_request, dumps, encode_response, loads
+from ..protocol.codec import decode_request, encode_response, loads
 from ..runtime.dataplane import new_id
+from .http import Request, Response, Route, json_response
 
-if TYPE_CHECKING:
-    from .app import App, Receive, Scope
-
-__all__ = ["ROUTES", "Request", "Response", "Route"]
+__all__ = ["ROUTES"]
 
 
-@dataclass
-class Request:
-    """What a handler sees of an HTTP request."""
-
-    app: App
-    scope: Scope
-    headers: dict[bytes, bytes]
-    params: dict[str, str]
-    receive: Receive
-    request_id: str | None = None
-    model_version: str | None = None
-    """The version that answered, for metrics and logs."""
-
-    async def body(self) -> bytes:
-        return await self.app.read_body(self)
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """``method`` + a path pattern with ``{name}`` segments → handler."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    model_route: bool = False
-    """Counted in the request metrics (inference routes)."""
-    segments: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "segments", tuple(self.path.strip("/").split("/")))
-
-    def match(self, parts: list[str]) -> dict[str, str] | None:
-        if len(parts) != len(self.segments):
-            return None
-        params: dict[str, str] = {}
-        for want, got in zip(self.segments, parts):
-            if want[0] == "{":
-                if not got:
-                    return None
-                params[want[1:-1]] = got
-            elif want != got:
-                return None
-        return params
-
-
-def _json(status: int, value: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Response:
-    body = dumps(value)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    return Response(status, headers, body)
-
-
-_LIVE = _json(200, {"live": True})
+_LIVE = json_response(200, {"live": True})
 
 
 async def live(request: Request) -> Response:
@@ -93,26 +25,28 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    ok = request.app.dataplane.ready()
-    return _json(200, {"ready": True}) if ok else _json(503, {"ready": False}, _RETRY)
+    if request.app.dataplane.ready():
+        return json_response(200, {"ready": True})
+    return json_response(503, {"ready": False}, _RETRY)
 
 
 _RETRY = [(b"retry-after", b"1")]
 
 
 async def server_metadata(request: Request) -> Response:
-    return _json(200, request.app.dataplane.server_metadata())
+    return json_response(200, request.app.dataplane.server_metadata())
 
 
 async def model_metadata(request: Request) -> Response:
     p = request.params
-    return _json(200, request.app.dataplane.model_metadata(p["name"], p.get("version")))
+    return json_response(200, request.app.dataplane.model_metadata(p["name"], p.get("version")))
 
 
 async def model_ready(request: Request) -> Response:
     p = request.params
     ok = request.app.dataplane.model_ready(p["name"], p.get("version"))
-    return _json(200 if ok else 503, {"name": p["name"], "ready": ok}, None if ok else _RETRY)
+    answer = {"name": p["name"], "ready": ok}
+    return json_response(200 if ok else 503, answer, None if ok else _RETRY)
 
 
 async def models(request: Request) -> Response:
@@ -121,7 +55,7 @@ async def models(request: Request) -> Response:
         {"name": r.name, "version": r.version, "platform": r.model.framework, "state": r.state}
         for r in dp.registry.runners()
     ]
-    return _json(200, {"models": listing})
+    return json_response(200, {"models": listing})
 
 
 async def infer(request: Request) -> Response:
@@ -191,7 +125,7 @@ async def predict(request: Request) -> Response:
         p["name"], p.get("version"), payload, request_id=request_id,
         metadata=_metadata_header(request),
     )  # fmt: skip
-    return _json(200, result, [(b"x-request-id", request_id.encode())])
+    return json_response(200, result, [(b"x-request-id", request_id.encode())])
 
 
 _FEEDBACK_SHAPE = '{"request_id": ID, "value": GROUND_TRUTH}'
@@ -214,7 +148,7 @@ async def feedback(request: Request) -> Response:
     if not isinstance(body, list):
         request_id, value = _feedback_pair(body)
         await request.app.dataplane.feedback(name, request_id, value)
-        return _json(200, {"model": name, "request_id": request_id})
+        return json_response(200, {"model": name, "request_id": request_id})
     # Bulk: the good rows are stored, each bad one is reported by its index.
     if not body:
         raise InvalidInputError(f"bulk feedback is an empty list; send objects {_FEEDBACK_SHAPE}")
@@ -232,7 +166,7 @@ async def feedback(request: Request) -> Response:
             errors.append({"index": i, "request_id": rid, "error": str(exc)})
     stored, refused = await request.app.dataplane.feedback_many(name, items)
     errors = sorted(errors + refused, key=lambda e: int(e["index"]))
-    return _json(200, {"model": name, "stored": stored, "errors": errors})
+    return json_response(200, {"model": name, "stored": stored, "errors": errors})
 
 
 async def metrics(request: Request) -> Response:
@@ -252,7 +186,7 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     from .openapi import document
 
-    return _json(200, document(request.app.routes))
+    return json_response(200, document(request.app.routes))
 
 
 async def docs(request: Request) -> Response:

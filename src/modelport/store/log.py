@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._deps import require
 from ..errors import ConfigError
@@ -23,14 +23,39 @@ from .records import PredictionRecord
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..runtime.runner import Prediction
     from .db import Database
     from .inbox import Inbox
     from .process import ProcessWriter
     from .spool import Spool
     from .writer import Writer
 
-__all__ = ["LogStats", "PredictionLog"]
+__all__ = ["Finished", "LogStats", "PredictionLog"]
+
+
+class Finished(Protocol):
+    """A finished request as :meth:`PredictionLog.record_prediction` reads it (the runtime's
+    ``Prediction`` is one; the store does not import the runtime above it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def outputs(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def metadata(self) -> Mapping[str, Any] | None: ...
 
 logger = logging.getLogger("modelport.store")
 
@@ -191,7 +216,7 @@ class PredictionLog:
             r.outputs,
         )  # fmt: skip
 
-    def record_prediction(self, p: Prediction) -> bool:
+    def record_prediction(self, p: Finished) -> bool:
         """:meth:`record` for the runtime's own ``Prediction`` (the server's failed requests;
         answered ones come a model call at a time, through :meth:`record_call`)."""
         return self._put(
