@@ -16,7 +16,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
-BASE = ["pytest>=8", "pytest-timeout>=2.3"]
+BASE = ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.15"]  # onnx: tests/builders.py
 
 
 @nox.session(python=PYTHON, name="tensorflow")
@@ -32,11 +32,13 @@ def tensorflow(session: nox.Session) -> None:
         "tests/test_tensorflow_runtime.py",
         "tests/test_export.py",
         *session.posargs,
-        env={"TF_CPP_MIN_LOG_LEVEL": "2"},  # TensorFlow's C++ start-up chatter
+        # MODELPORT_TEST_ENGINE: a TensorFlow that does not import fails the tests, not skips them.
+        env={"MODELPORT_TEST_ENGINE": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
 
 
 # -- pipeline engines (modelport.integrations); tests marked with the engine's name -------------
+
 
 @nox.session(python=PYTHON, name="dask")
 def dask(session: nox.Session) -> None:

@@ -26,8 +26,9 @@ from bench.report import checks, write
 from bench.workloads import W1, W2, Workload, build
 
 from tests.builders import mlp_reference, mlp_weights
+from tests.conftest import skip_unless
 
-needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt)")
+needs_wrk = skip_unless(shutil.which("wrk") is not None, "wrk", "the HTTP load generator (apt)")
 # A small stand-in for W2, with the same key, so a smoke run stays quick.
 HEAVY = Workload("w2", "heavy (test size)", (64, 128, 128, 8), seed=2, max_batch_size=8)
 

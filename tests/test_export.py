@@ -14,6 +14,7 @@ import pytest
 import modelport
 from modelport.cli import main
 from modelport.export import ExportReport, to_onnx
+from tests.conftest import import_or_skip
 
 CLI = str(Path(sys.executable).parent / "modelport")
 COUNTER_SOURCE = """
@@ -55,14 +56,14 @@ signature:
 
 
 def _onnx_run(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    ort = pytest.importorskip("onnxruntime")
+    ort = import_or_skip("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, feed)))
 
 
 def _torch_dir(root: Path, source: str, config: str = "") -> Path:
-    torch = pytest.importorskip("torch")
+    torch = import_or_skip("torch")
     root.mkdir(parents=True)
     (root / "model.py").write_text(textwrap.dedent(source))
     if config:
@@ -100,7 +101,7 @@ def test_state_dict_model_exports_with_parity(tmp_path: Path, rng: np.random.Gen
 
 
 def test_exported_program_multi_io(tmp_path: Path, rng: np.random.Generator) -> None:
-    torch = pytest.importorskip("torch")
+    torch = import_or_skip("torch")
     from tests.test_torch_runtime import TwoHeads
 
     torch.manual_seed(7)
@@ -128,7 +129,7 @@ def test_exported_program_multi_io(tmp_path: Path, rng: np.random.Generator) -> 
 def test_torchscript_needs_samples_without_a_signature(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    torch = pytest.importorskip("torch")
+    torch = import_or_skip("torch")
     from tests.test_torch_runtime import TwoHeads
 
     torch.manual_seed(8)
@@ -161,7 +162,7 @@ def test_parity_failure_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unexportable_module_is_a_clear_error(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    torch = import_or_skip("torch")
 
     class DataDependent(torch.nn.Module):
         def forward(self, x: Any) -> Any:
@@ -198,9 +199,9 @@ def test_bad_requests(tmp_path: Path, tiny_onnx: Path) -> None:
 
 @pytest.fixture
 def skops_dump() -> Any:
-    pytest.importorskip("sklearn")
-    pytest.importorskip("skl2onnx")
-    return pytest.importorskip("skops.io").dump
+    import_or_skip("sklearn")
+    import_or_skip("skl2onnx")
+    return import_or_skip("skops.io").dump
 
 
 def test_sklearn_classifier_pipeline(tmp_path: Path, skops_dump: Any) -> None:
@@ -222,7 +223,7 @@ def test_sklearn_classifier_pipeline(tmp_path: Path, skops_dump: Any) -> None:
 
 
 def test_sklearn_classifier_without_probabilities(tmp_path: Path, skops_dump: Any) -> None:
-    pytest.importorskip("pandas")
+    import_or_skip("pandas")
     from sklearn.datasets import load_iris
     from sklearn.svm import LinearSVC
 
@@ -294,8 +295,8 @@ def test_cli_failure_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.tensorflow
 def test_keras_multi_io_exports_with_parity(tmp_path: Path, rng: np.random.Generator) -> None:
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("tf2onnx")
+    import_or_skip("tensorflow", "tensorflow")
+    import_or_skip("tf2onnx", "tensorflow")
     from tests.test_tensorflow_runtime import _two_heads
 
     keras_model = _two_heads()
@@ -315,8 +316,8 @@ def test_keras_multi_io_exports_with_parity(tmp_path: Path, rng: np.random.Gener
 
 @pytest.mark.tensorflow
 def test_saved_model_exports_with_parity(tmp_path: Path, rng: np.random.Generator) -> None:
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("tf2onnx")
+    import_or_skip("tensorflow", "tensorflow")
+    import_or_skip("tf2onnx", "tensorflow")
     from tests.test_tensorflow_runtime import _two_heads
 
     keras_model = _two_heads()

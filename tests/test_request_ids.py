@@ -7,9 +7,8 @@ import os
 import re
 import time
 
-import pytest
-
 from modelport.runtime.dataplane import new_id
+from tests.conftest import skip_unless
 
 ID = re.compile(r"[0-9a-f]{32}")
 
@@ -29,7 +28,7 @@ def test_one_process_makes_unique_increasing_ids() -> None:
     assert len({m[12:20] for m in made}) == 1  # one process, one random part
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@skip_unless(hasattr(os, "fork"), "fork", "os.fork (POSIX)")
 def test_a_forked_child_draws_its_own_random_part() -> None:
     parent = [new_id() for _ in range(1000)]
     read, write = os.pipe()

@@ -1,7 +1,7 @@
 """TensorFlow runtimes against TensorFlow itself: SavedModel directories and Keras files.
 
-Runs in the ``tensorflow`` nox session (``nox -s tensorflow``); skipped where TensorFlow is
-not installed.
+Runs in the ``tensorflow`` nox session (``nox -s tensorflow``), where a TensorFlow that does not
+import fails; elsewhere skipped where TensorFlow is not installed (``scripts/test`` deselects it).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import modelport
+from tests.conftest import import_or_skip
 
 pytestmark = pytest.mark.tensorflow
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+tf = import_or_skip("tensorflow", "tensorflow")
+keras = import_or_skip("keras", "tensorflow")
 
 
 def _two_heads() -> Any:

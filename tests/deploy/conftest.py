@@ -18,8 +18,6 @@ from modelport.deploy.options import Target
 from modelport.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-"""The shared folder beside the repository (schemas and fixtures that CI also has)."""
 X = np.arange(8, dtype=np.float32).reshape(2, 4) / 4
 """Two rows of inputs for the ``iris_mlp`` model."""
 

@@ -1,7 +1,7 @@
 """``modelport.aws_lambda``: every event kind, good and bad bodies, in each kind's format.
 
-The events are the SAM CLI's own (``events/``) and AWS Powertools' Function URL event (from
-the shared fixtures), with the method, path and body of each request set on them.
+The events (``events/``, whose README names their sources) are the SAM CLI's own and AWS
+Powertools' Function URL event, with the method, path and body of each request set on them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from modelport.aws_lambda import LambdaHandler
 from modelport.deploy import Bundle
 
-from .conftest import ROOT, SHARED, X
+from .conftest import ROOT, X
 from .test_docker import instructions
 
 EVENTS = Path(__file__).parent / "events"
@@ -30,7 +30,7 @@ SOURCES = {
     "rest": EVENTS / "apigateway-aws-proxy.json",
     "http": EVENTS / "apigateway-http-api-proxy.json",
     "alb": EVENTS / "alb-request.json",
-    "function-url": SHARED / "fixtures" / "aws-lambda-events" / "function-url.json",
+    "function-url": EVENTS / "function-url.json",
 }
 KINDS = list(SOURCES)
 MODEL = "iris_mlp"
@@ -40,10 +40,7 @@ def event(
     kind: str, method: str, path: str, body: str | bytes = "", b64: bool = False
 ) -> dict[str, Any]:
     """The ``kind`` fixture event, as a request for ``method path`` with ``body``."""
-    source = SOURCES[kind]
-    if not source.is_file():
-        pytest.fail(f"{source} is missing (the shared folder must sit beside the repository)")
-    ev: dict[str, Any] = copy.deepcopy(json.loads(source.read_text()))
+    ev: dict[str, Any] = copy.deepcopy(json.loads(SOURCES[kind].read_text()))
     raw = body.encode() if isinstance(body, str) else body
     ev["body"] = base64.b64encode(raw).decode() if b64 else raw.decode()
     ev["isBase64Encoded"] = b64

@@ -14,9 +14,8 @@ import yaml
 
 from modelport.deploy import Bundle, DeployOptions, build
 
-from .conftest import SHARED
-
-SCHEMA = SHARED / "schemas" / "kserve" / "inferenceservice-v1beta1.openapi.json"
+SCHEMA = Path(__file__).parent / "schemas" / "kserve-inferenceservice-v1beta1.openapi.json"
+"""KServe's InferenceService CRD schema (``schemas/README.md``: source and licence)."""
 
 
 def _no_unknown_fields(schema: Any) -> Any:
@@ -38,8 +37,6 @@ def _no_unknown_fields(schema: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft7Validator:
-    if not SCHEMA.is_file():
-        pytest.fail(f"{SCHEMA} is missing: the shared folder must sit beside the repository")
     schema = _no_unknown_fields(json.loads(SCHEMA.read_text())["openAPIV3Schema"])
     return jsonschema.Draft7Validator(schema)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from modelport.aws_lambda import LambdaHandler
+from tests.conftest import need
 
 from .test_aws_lambda import MODEL, SOURCES, answer, check_format, infer_body
 
@@ -31,8 +32,8 @@ GENERATORS = {
 @pytest.fixture(scope="module")
 def sam_cli() -> str:
     path = os.environ.get("MODELPORT_SAM_CLI") or shutil.which("sam")
-    if path is None:
-        pytest.skip("the AWS SAM CLI is not installed: run `nox -s sam`")
+    need(path is not None, "sam", "the AWS SAM CLI: run `nox -s sam`")
+    assert path is not None
     return path
 
 

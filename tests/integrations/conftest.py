@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 import modelport
+from tests.conftest import import_or_skip
 
 ROWS = 103  # not a multiple of any batch or partition size, so remainders are exercised
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
@@ -20,9 +20,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 
 def engine(module: str, marker: str) -> ModuleType:
     """Import an engine; in its own nox session a missing engine fails instead of skipping."""
-    if os.environ.get("MODELPORT_TEST_ENGINE") == marker:
-        return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed: run `nox -s {marker}`")
+    __tracebackhide__ = True
+    return import_or_skip(module, session=marker)
 
 
 @pytest.fixture(scope="session")

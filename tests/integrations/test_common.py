@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pickle
 import subprocess
 import sys
@@ -206,10 +205,20 @@ def test_importing_integrations_imports_no_engine() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def hide(engine: str, module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For this test, ``engine`` does not import (installed here or not), and
+    ``modelport.integrations.<module>`` is imported afresh."""
+    for name in [n for n in sys.modules if n.startswith(f"{engine}.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, engine, None)  # None: "import engine" raises ImportError
+    monkeypatch.delitem(sys.modules, f"modelport.integrations.{module}", raising=False)
+
+
 @pytest.mark.parametrize(("module", "engine"), [("beam", "apache_beam"), ("flink", "pyflink")])
-def test_a_missing_engine_names_its_extra(module: str, engine: str) -> None:
-    if importlib.util.find_spec(engine) is not None:
-        pytest.skip(f"{engine} is installed here")
+def test_a_missing_engine_names_its_extra(
+    module: str, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide(engine, module, monkeypatch)
     with pytest.raises(modelport.MissingDependencyError, match=rf"modelport\[{module}\]"):
         importlib.import_module(f"modelport.integrations.{module}")
 
@@ -223,10 +232,9 @@ def test_a_missing_engine_names_its_extra(module: str, engine: str) -> None:
     ],
 )
 def test_a_missing_engine_names_its_extra_on_use(
-    module: str, call: str, engine: str, tiny_onnx: Path
+    module: str, call: str, engine: str, tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if importlib.util.find_spec(engine) is not None:
-        pytest.skip(f"{engine} is installed here")
+    hide(engine, module, monkeypatch)
     fn = getattr(importlib.import_module(f"modelport.integrations.{module}"), call)
     with pytest.raises(modelport.MissingDependencyError, match=rf"modelport\[{module}\]"):
         fn(None, tiny_onnx)

@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+from tests.conftest import skip_unless
 from tests.server.conftest import LiveServer, tiny_reference
 
 CLIENT = Path(__file__).parents[1] / "java" / "Client.java"
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs a Java 17+ runtime (java)")
+@skip_unless(shutil.which("java") is not None, "java", "a Java 17+ runtime (apt)")
 def test_java_client_calls_v2_rest(server: LiveServer) -> None:
     x = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
     result = subprocess.run(

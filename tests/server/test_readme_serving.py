@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
 from tests.server.test_serve import free_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +35,7 @@ def test_readme_serving_snippets_run(capsys: pytest.CaptureFixture[str]) -> None
         printed = capsys.readouterr().out
         assert "[2] [[0.   0.04 0.96]]" in printed
         assert re.search(r"^virginica [0-9a-f]{32}$", printed, flags=re.M)
-        if shutil.which("curl") is None:
-            pytest.skip("curl is not installed; the Python snippets ran")
+        need(shutil.which("curl") is not None, "curl", "the Python snippets ran, not the curl ones")
         blocks = re.findall(r"```bash\n(.*?)```", quickstart + serving_text, flags=re.S)
         commands = [c for b in blocks for c in b.splitlines() if c.startswith("curl ")]
         assert len(commands) == 5

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
 from tests.store.pg import PostgresServer, find_bindir
 
 _names = itertools.count()
@@ -17,8 +18,8 @@ _names = itertools.count()
 def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server started for this test session (skipped if not installed)."""
     bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries not found (Debian: apt-get install postgresql)")
+    need(bindir is not None, "postgresql", "its server binaries (apt: postgresql)")
+    assert bindir is not None
     server = PostgresServer(bindir)
     server.start()
     try:
