@@ -28,11 +28,17 @@ runtime: {intra_op_threads: 1}
 
 def build(out_dir: Path, sample_csv: Path | None = None) -> Path:
     """Train, export and write the model directory; return the ``model.onnx`` path."""
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    try:
+        from skl2onnx import to_onnx
+        from sklearn.datasets import load_iris
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ModuleNotFoundError as exc:
+        raise SystemExit(
+            f"error: the demo build needs the sklearn and export extras ({exc.name} is not "
+            'installed): pip install -e ".[sklearn,export]"'
+        ) from None
 
     iris = load_iris()
     x, y = iris.data.astype(np.float32), iris.target

@@ -1,18 +1,29 @@
 """Train the example's text classifier and save it beside ``model.py`` as ``model.skops``.
 
-python examples/custom_text_model/build.py
-modelport info examples/custom_text_model
+Needs the ``sklearn`` extra (scikit-learn and skops). From the repository root::
+
+    pip install -e ".[sklearn]"
+    python examples/custom_text_model/build.py
+    modelport info examples/custom_text_model
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
-import skops.io as sio
 from model import featurize  # the same featurizer the served model uses
-from sklearn.linear_model import LogisticRegression
+
+try:
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+except ModuleNotFoundError as exc:
+    sys.exit(
+        f"error: this example needs the sklearn extra ({exc.name} is not installed): "
+        'pip install -e ".[sklearn]"'
+    )
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,6 +12,7 @@ import modelport
 from modelport.deploy import build
 from modelport.deploy.requirements import framework_extras, pinned
 from modelport.errors import ConfigError, MissingDependencyError
+from tests.conftest import skip_unless
 
 
 def as_dict(lines: list[str]) -> dict[str, str]:
@@ -24,11 +25,14 @@ def as_dict(lines: list[str]) -> dict[str, str]:
 
 def test_pins_are_the_installed_versions_of_the_closure() -> None:
     pins = as_dict(pinned(["onnx", "serve"]))
-    for name in ("onnxruntime", "onnx", "numpy", "uvicorn", "orjson", "grpcio", "pyyaml"):
+    for name in ("onnxruntime", "numpy", "uvicorn", "httptools", "orjson", "grpcio", "pyyaml"):
         assert pins[name] == metadata.version(name), name
-    assert "httptools" in pins  # through uvicorn[standard]: extras of dependencies are followed
+    # A lean image: no converter, no reloader or websockets (uvicorn[standard]'s other parts).
+    assert not {"onnx", "watchfiles", "websockets", "python-dotenv"} & pins.keys()
     assert "modelport" not in pins
     assert "pytest" not in pins  # test tools are not in the closure
+    store = as_dict(pinned(["store"]))
+    assert "psycopg-binary" in store  # through psycopg[binary]: extras of dependencies are followed
 
 
 def test_only_the_frameworks_the_model_needs(tiny_onnx: Path) -> None:
@@ -45,10 +49,15 @@ def test_a_missing_distribution_names_what_needs_it() -> None:
     assert "'surely-not-installed-pkg'" in message and "the model's requirements.txt" in message
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow") is not None, reason="tensorflow is installed here"
-)
-def test_a_missing_framework_names_its_extra() -> None:
+def test_a_missing_framework_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = metadata.distribution
+
+    def tensorflow_hidden(name: str) -> metadata.Distribution:  # installed here or not
+        if name.lower() == "tensorflow":
+            raise metadata.PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr(metadata, "distribution", tensorflow_hidden)
     with pytest.raises(MissingDependencyError, match=r'pip install "modelport\[tensorflow\]"'):
         pinned(["tensorflow"])
 
@@ -60,7 +69,7 @@ def test_an_installed_version_that_does_not_fit_is_refused() -> None:
         pinned([], ["numpy >>> 1"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+@skip_unless(importlib.util.find_spec("torch") is not None, "torch")
 def test_cpu_torch_comes_from_pytorchs_cpu_index() -> None:
     lines = pinned(["torch"])
     torch = next(line for line in lines if line.lower().startswith("torch=="))

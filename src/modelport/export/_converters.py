@@ -162,7 +162,7 @@ def sklearn_to_onnx(
 
 def _rename_outputs(path: Path, names: list[str]) -> None:
     """Give the graph's outputs ``names`` (in order) when the counts agree."""
-    onnx = require("onnx", extra="onnx")
+    onnx = require("onnx", extra="export")
     proto = onnx.load(str(path))
     outputs = list(proto.graph.output)
     if len(outputs) != len(names) or [o.name for o in outputs] == names:

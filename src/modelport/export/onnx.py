@@ -158,7 +158,7 @@ def _verify(
     model: Model, source: str, out: Path, samples: dict[str, np.ndarray], tolerance: float
 ) -> ExportReport:
     ort = require("onnxruntime", extra="onnx")
-    onnx = require("onnx", extra="onnx")
+    onnx = require("onnx", extra="export")
     try:
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     except Exception as exc:
