@@ -161,17 +161,15 @@ def cpu_cgroup(cpus: float) -> Iterator[Path]:
 def test_runtimes_take_the_affinity_mask(tiny_onnx: Path, tmp_path: Path) -> None:
     free = _probe(tiny_onnx, tmp_path)
     assert free["threads"] == free["onnx"] == free["torch"] == cpu_budget().threads()
-    need(len(os.sched_getaffinity(0)) >= 2, "two-cpus", "to pin a process to fewer")
     pinned = _probe(tiny_onnx, tmp_path, cpus={min(os.sched_getaffinity(0))})
     assert pinned["budget"].startswith("1 CPUs (affinity 1")
     assert pinned["threads"] == pinned["onnx"] == pinned["torch"] == 1
 
 
 def test_runtimes_take_the_cgroup_quota(tiny_onnx: Path, tmp_path: Path) -> None:
-    need(len(os.sched_getaffinity(0)) >= 2, "two-cpus", "for a quota below the affinity mask")
-    with cpu_cgroup(1.0) as group:
+    with cpu_cgroup(0.5) as group:
         limited = _probe(tiny_onnx, tmp_path, cgroup=group)
-    assert limited["budget"].endswith("cgroup quota 1)")
+    assert limited["budget"].endswith("cgroup quota 0.5)")
     assert limited["threads"] == limited["onnx"] == limited["torch"] == 1
 
 

@@ -19,7 +19,7 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", ...extra fields}`` per record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from ..protocol.codec import dumps
+        from .protocol.codec import dumps
 
         doc: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

@@ -1,9 +1,9 @@
 """Every knob of ``modelport serve`` in one object, read once at the edge.
 
 Precedence, highest first: explicit values (CLI flags), ``MODELPORT_<FIELD>`` environment
-variables (e.g. ``MODELPORT_HTTP_PORT=9000``), a YAML config file (``--config`` or
-``MODELPORT_CONFIG``) whose keys are the field names, then the defaults below. Nothing under
-the server reads ``os.environ``; it is handed a :class:`Settings`.
+variables (e.g. ``MODELPORT_HTTP_PORT=9000``; :func:`env_var` names them), a YAML config
+file (``--config`` or ``MODELPORT_CONFIG``) whose keys are the field names, then the defaults
+below. Nothing under the server reads ``os.environ``; it is handed a :class:`Settings`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings"]
+__all__ = ["ENV_PREFIX", "Settings", "env_var", "parse_bool"]
 
 ENV_PREFIX = "MODELPORT_"
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _bool(value: Any) -> bool:
+def env_var(name: str) -> str:
+    """The environment variable of setting ``name``: ``http_port`` → ``MODELPORT_HTTP_PORT``."""
+    return ENV_PREFIX + name.upper()
+
+
+def parse_bool(value: Any) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off/""`` (any case), as variables and YAML spell them."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -56,7 +62,8 @@ class Settings:
     workers: int = 1
     """Server processes sharing the ports (each loads every model)."""
     threads: int | None = None
-    """Intra-op threads per model call, for runtimes that take them; None lets them choose."""
+    """Intra-op threads per model call, for runtimes that take them; None: the CPUs this
+    process may use (affinity mask, cgroup quota) shared among the workers."""
     max_body_size: int = 64 * 1024 * 1024
     request_timeout: float | None = None
     """Seconds a request may take when it carries no ``timeout`` parameter."""
@@ -123,6 +130,13 @@ class Settings:
     def loopback_only(self) -> bool:
         return self.host in _LOOPBACK
 
+    def runtime_options(self) -> dict[str, Any]:
+        """Runtime defaults for every model served (a model's own ``runtime:`` wins)."""
+        from .cpus import cpu_budget
+
+        threads = self.threads if self.threads is not None else cpu_budget().threads(self.workers)
+        return {"intra_op_threads": threads}
+
     @classmethod
     def load(
         cls,
@@ -135,12 +149,12 @@ class Settings:
         environ = environ or {}
         values: dict[str, Any] = {}
         file = config_file or (
-            Path(environ[ENV_PREFIX + "CONFIG"]) if environ.get(ENV_PREFIX + "CONFIG") else None
+            Path(environ[env_var("config")]) if environ.get(env_var("config")) else None
         )
         if file is not None:
             values.update(_read_file(file))
         for name in _FIELDS:
-            key = ENV_PREFIX + name.upper()
+            key = env_var(name)
             if key in environ:
                 values[name] = environ[key]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -163,16 +177,16 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "shutdown_timeout": float,
     "log_level": lambda v: str(v).lower(),
     "log_format": lambda v: str(v).lower(),
-    "access_log": _bool,
+    "access_log": parse_bool,
     "auth_token": _optional(str),
-    "trust": _bool,
+    "trust": parse_bool,
     "log_db": _optional(str),
     "log_sample_rate": float,
     "log_writer": lambda v: str(v).lower(),
-    "watch": _bool,
+    "watch": parse_bool,
     "watch_interval": float,
     "swap_policy": lambda v: str(v).lower(),
-    "admin": _bool,
+    "admin": parse_bool,
 }
 _FIELDS = tuple(f.name for f in fields(Settings))
 

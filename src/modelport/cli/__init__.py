@@ -1,7 +1,13 @@
 """The ``modelport`` command line: argv and ``MODELPORT_*`` variables in, commands out.
 
 Each command lives in its own module with a ``register(app)`` function; heavy imports happen
-inside the commands, so ``modelport --help`` stays fast.
+inside the commands, so ``modelport --help`` stays fast (``tests/test_cli.py`` guards it).
+
+An option reads the environment only where it names its variable (``envvar=`` or, for
+``serve``, :mod:`modelport.settings`): there is no automatic ``MODELPORT_<COMMAND>_<OPTION>``,
+so a deployment's ``MODELPORT_VERSION`` or ``MODELPORT_HELP`` never turns into ``--version``
+or ``--help``. Help is plain click help, not rich's: it shows every default and variable name
+in full at 80 columns, and ``--help`` imports no rich.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"auto_envvar_prefix": "MODELPORT", "help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
@@ -16,6 +15,8 @@ def register(app: typer.Typer) -> None:
 
 def parse_value(text: str) -> Any:
     """JSON if it parses (``2``, ``0.5``, ``true``, ``[1, 0]``), else the text as a label."""
+    import json
+
     try:
         return json.loads(text)
     except ValueError:

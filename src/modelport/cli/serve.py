@@ -3,102 +3,134 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from ..settings import ENV_PREFIX, Settings, env_var
+
+_DEFAULTS = {f.name: f.default for f in fields(Settings)}
+_LEGACY_PREFIX = ENV_PREFIX + "SERVE_"
+"""click used to read ``MODELPORT_SERVE_<OPTION>`` too, and ``--help`` showed those names: they
+still work, a step below ``MODELPORT_<OPTION>``, and log a deprecation warning."""
 
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
 
 
+def _setting(name: str, help: str, *flags: str, default: str | None = None) -> Any:
+    """The option of setting ``name``: None unless given, so that :meth:`Settings.load` applies
+    ``MODELPORT_<NAME>``, the --config file and the default; its help names both."""
+    default = default or _shown(_DEFAULTS[name])
+    extra = f"env var: {env_var(name)}" + (f"; default: {default}" if default else "")
+    return typer.Option(None, *flags, help=f"{help}  [{extra}]", show_default=False)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def serve(
     model: Path | None = typer.Argument(
         None,
-        help="Model artifact, model directory, or model repository (<model>/<version>/...).",
+        help="Model artifact, model directory, or model repository (<model>/<version>/...).  "
+        f"[env var: {env_var('model_path')}]",
         show_default=False,
     ),
-    host: str | None = typer.Option(None, help="Address to bind.  [default: 127.0.0.1]"),
-    http_port: int | None = typer.Option(None, help="HTTP port.  [default: 8080]"),
-    grpc_port: int | None = typer.Option(None, help="gRPC port; 0 turns gRPC off. [default: 8081]"),
-    workers: int | None = typer.Option(
-        None, help="Server processes sharing the ports, each loading every model. [default: 1]"
+    host: str | None = _setting("host", "Address to bind."),
+    http_port: int | None = _setting("http_port", "HTTP port."),
+    grpc_port: int | None = _setting("grpc_port", "gRPC port; 0 turns gRPC off."),
+    workers: int | None = _setting(
+        "workers", "Server processes sharing the ports, each loading every model."
     ),
-    threads: int | None = typer.Option(
-        None, help="Intra-op threads per model call (ONNX Runtime and the like)."
+    threads: int | None = _setting(
+        "threads", "Intra-op threads per model call (ONNX Runtime and the like)."
     ),
-    max_body_size: int | None = typer.Option(
-        None, help="Largest request body in bytes.  [default: 67108864]"
+    max_body_size: int | None = _setting(
+        "max_body_size", "Largest request body in bytes.", default="67108864 (64 MiB)"
     ),
-    request_timeout: float | None = typer.Option(
-        None, help="Seconds a request may take unless it sets its own 'timeout'."
+    request_timeout: float | None = _setting(
+        "request_timeout", "Seconds a request may take unless it sets its own 'timeout'."
     ),
-    shutdown_timeout: float | None = typer.Option(
-        None, help="Seconds to finish in-flight requests after SIGTERM.  [default: 30]"
+    shutdown_timeout: float | None = _setting(
+        "shutdown_timeout", "Seconds to finish in-flight requests after SIGTERM."
     ),
-    log_level: str | None = typer.Option(None, help="critical|error|warning|info|debug"),
-    log_format: str | None = typer.Option(None, help="json|text  [default: json]"),
-    access_log: bool | None = typer.Option(
-        None, "--access-log/--no-access-log", help="Log every inference request."
+    log_level: str | None = _setting("log_level", "critical|error|warning|info|debug"),
+    log_format: str | None = _setting("log_format", "json|text"),
+    access_log: bool | None = _setting(
+        "access_log", "Log every inference request.", "--access-log/--no-access-log"
     ),
-    auth_token: str | None = typer.Option(
-        None, help="Require 'Authorization: Bearer TOKEN' (health routes stay open)."
+    auth_token: str | None = _setting(
+        "auth_token", "Require 'Authorization: Bearer TOKEN' (health routes stay open)."
     ),
-    trust: bool | None = typer.Option(
-        None, "--trust", help="Allow artifacts that run code when loaded (pickle, joblib)."
+    trust: bool | None = _setting(
+        "trust", "Allow artifacts that run code when loaded (pickle, joblib).", "--trust"
     ),
     config: Path | None = typer.Option(
-        None, help="YAML file of settings (keys as these options, with underscores)."
-    ),
-    log_db: str | None = typer.Option(
         None,
-        help="Log predictions to this database: a file, sqlite:///PATH or "
-        "postgresql://USER@HOST/DB.",
-        show_default=False,
+        help="YAML file of settings (keys as these options, with underscores).  "
+        f"[env var: {env_var('config')}]",
+    ),
+    log_db: str | None = _setting(
+        "log_db",
+        "Log predictions to this database: a file, sqlite:///PATH or postgresql://USER@HOST/DB.",
     ),
     log_predictions: bool = typer.Option(
         False,
         "--log-predictions",
         help="Log predictions to predictions.db in the data directory (what "
-        "'modelport report' and 'modelport feedback' read by default).",
+        "'modelport report' and 'modelport feedback' read by default).  "
+        f"[env var: {env_var('log_predictions')}]",
     ),
-    log_sample_rate: float | None = typer.Option(
-        None, help="Share of requests to log.  [default: 1.0]"
+    log_sample_rate: float | None = _setting("log_sample_rate", "Share of requests to log."),
+    log_writer: str | None = _setting(
+        "log_writer",
+        "process|thread: where the prediction log encodes and writes rows; 'process' "
+        "keeps that work off the serving process's CPU and GIL.",
     ),
-    log_writer: str | None = typer.Option(
-        None,
-        help="process|thread: where the prediction log encodes and writes rows; 'process' "
-        "keeps that work off the serving process's CPU and GIL.  [default: process]",
-    ),
-    watch: bool | None = typer.Option(
-        None,
+    watch: bool | None = _setting(
+        "watch",
+        "Poll the model repository: new version directories go live.",
         "--watch/--no-watch",
-        help="Poll the model repository: new version directories go live.  [default: watch]",
     ),
-    watch_interval: float | None = typer.Option(
-        None, help="Seconds between scans of the model repository.  [default: 2]"
+    watch_interval: float | None = _setting(
+        "watch_interval", "Seconds between scans of the model repository."
     ),
-    swap_policy: str | None = typer.Option(
-        None,
-        help="double_buffer (no downtime, 2x memory during a swap) or swap_in_place "
-        "(bounded memory, brief 503).  [default: double_buffer]",
+    swap_policy: str | None = _setting(
+        "swap_policy",
+        "double_buffer (no downtime, 2x memory during a swap) or swap_in_place "
+        "(bounded memory, brief 503).",
     ),
-    admin: bool | None = typer.Option(
-        None,
+    admin: bool | None = _setting(
+        "admin",
+        "Serve the admin API (versions, pin, canary, shadow, rollback); needs --auth-token.",
         "--admin/--no-admin",
-        help="Serve the admin API (versions, pin, canary, shadow, rollback); needs "
-        "--auth-token.  [default: no-admin]",
     ),
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP and gRPC) until SIGTERM.
 
-    Every option can also come from a MODELPORT_<OPTION> environment variable
+    Every option can also come from its MODELPORT_<OPTION> environment variable
     (e.g. MODELPORT_HTTP_PORT) or the --config file; flags win over both.
     """
-    from ..server.logs import configure_logging
-    from ..server.serve import serve as run
-    from ..settings import Settings
+    import logging
 
+    from ..errors import ConfigError
+    from ..logs import configure_logging
+    from ..server.serve import serve as run
+    from ..settings import parse_bool
+
+    environ, legacy = _environ(os.environ)
+    if not log_predictions and env_var("log_predictions") in environ:
+        try:
+            log_predictions = parse_bool(environ[env_var("log_predictions")])
+        except ValueError as exc:
+            raise ConfigError(f"{env_var('log_predictions')}: {exc}") from None
     settings = Settings.load(
         {
             "model_path": model,
@@ -115,7 +147,7 @@ def serve(
             "access_log": access_log,
             "auth_token": auth_token,
             "trust": trust,
-            "log_db": log_db or (_default_log_db() if log_predictions else None),
+            "log_db": log_db or (_default_log_db(environ) if log_predictions else None),
             "log_sample_rate": log_sample_rate,
             "log_writer": log_writer,
             "watch": watch,
@@ -123,14 +155,31 @@ def serve(
             "swap_policy": swap_policy,
             "admin": admin,
         },
-        environ=os.environ,
+        environ=environ,
         config_file=config,
     )
     configure_logging(settings.log_level, settings.log_format)
+    for old in legacy:
+        logging.getLogger("modelport.server").warning(
+            f"{old} is deprecated: name it {ENV_PREFIX + old.removeprefix(_LEGACY_PREFIX)}"
+        )
     run(settings)
 
 
-def _default_log_db() -> str:
+def _environ(environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``environ`` with each ``MODELPORT_SERVE_<OPTION>`` as ``MODELPORT_<OPTION>`` where that
+    is unset, and the old names that were used."""
+    known = {env_var(n) for n in (*_DEFAULTS, "config", "log_predictions")}
+    merged, legacy = dict(environ), []
+    for key, value in environ.items():
+        new = ENV_PREFIX + key.removeprefix(_LEGACY_PREFIX)
+        if key.startswith(_LEGACY_PREFIX) and new in known:
+            legacy.append(key)
+            merged.setdefault(new, value)
+    return merged, sorted(legacy)
+
+
+def _default_log_db(environ: Mapping[str, str]) -> str:
     from ._log_db import log_db_url
 
-    return log_db_url(os.environ.get("MODELPORT_LOG_DB"))
+    return log_db_url(environ.get(env_var("log_db")))

@@ -7,12 +7,12 @@ bearer token (``--token``, or ``MODELPORT_AUTH_TOKEN`` as the server reads it).
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    import urllib.error
 
 versions_app = typer.Typer(
     name="versions",
@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
 
 def call(url: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
     """One admin API call; a refusal or an unreachable server exits with its reason."""
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)
     request.add_header("content-type", "application/json")
@@ -103,6 +106,8 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
 
 
 def _path(name: str, action: str = "") -> str:
+    import urllib.parse
+
     quoted = urllib.parse.quote(name, safe="")
     return f"/admin/models/{quoted}" + (f"/{action}" if action else "")
 

@@ -50,14 +50,11 @@ def install(app: AppContext) -> tuple[Route, ...]:
     settings, versions = app.settings, app.dataplane.versions
     watcher = None
     if settings.watch and settings.model_path is not None:
-        options: dict[str, Any] = {}
-        if settings.threads is not None:
-            options["intra_op_threads"] = settings.threads
         watcher = RepositoryWatcher(
             settings.model_path,
             interval=settings.watch_interval,
             trust=settings.trust or None,
-            options=options,
+            options=settings.runtime_options(),
         )
     versions.configure(
         swap_policy=settings.swap_policy,

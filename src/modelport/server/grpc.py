@@ -27,10 +27,19 @@ from .errors import status_for
 from .metrics import PrometheusMetrics
 
 require("grpc", extra="serve")
-require("grpc_health.v1", extra="serve")
 import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from grpc_health.v1.health import aio as health_aio  # noqa: E402
+
+# The standard health service is a separate package whose generated code a mismatched
+# protobuf refuses (VersionError); a broken one must not take ModelInfer down with it.
+try:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+except Exception as exc:
+    _HEALTH_ERROR: str | None = f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}"
+    _HealthBase: Any = object
+else:
+    _HEALTH_ERROR = None
+    _HealthBase = health_aio.HealthServicer
 
 from ..protocol._grpc import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -144,7 +153,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
 
 
-class _Health(health_aio.HealthServicer):  # type: ignore[misc]
+class _Health(_HealthBase):  # type: ignore[misc]
     """``grpc.health.v1.Health`` whose answer follows the data plane's readiness."""
 
     def __init__(self, dataplane: DataPlane) -> None:
@@ -205,7 +214,7 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class _Served:
-    health: _Health
+    health: _Health | None
     port: int
 
 
@@ -240,8 +249,17 @@ async def start_grpc_server(
     if isinstance(dataplane.metrics, PrometheusMetrics):
         dataplane.metrics.track_in_flight("grpc", lambda: servicer.in_flight)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    health = _Health(dataplane)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health = None
+    if _HEALTH_ERROR is None:
+        health = _Health(dataplane)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    else:
+        log.warning(
+            "gRPC health service (grpc.health.v1) off, serving without it: grpc_health does "
+            'not import (%s); pip install "modelport[serve]" installs one that runs on this '
+            "protobuf",
+            _HEALTH_ERROR,
+        )
     address = _address(host, port)
     try:
         bound = server.add_insecure_port(address)
@@ -249,7 +267,7 @@ async def start_grpc_server(
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
     await server.start()
     _SERVED[server] = _Served(health, bound)
-    log.info("gRPC listening", extra={"address": _address(host, bound)})
+    log.debug("gRPC listening", extra={"address": _address(host, bound)})
     return server
 
 
@@ -262,6 +280,6 @@ async def stop_grpc_server(server: Any, grace: float | None = 30.0) -> None:
     """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get
     ``grace`` seconds to finish."""
     served = _SERVED.pop(server, None)
-    if served is not None:
+    if served is not None and served.health is not None:
         await served.health.enter_graceful_shutdown()
     await server.stop(grace)

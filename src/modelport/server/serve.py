@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from .._deps import require
+from ..cpus import cpu_budget
 from ..runtime.dataplane import DataPlane
 from ..runtime.repository import discover
 from ..settings import Settings
@@ -43,9 +44,7 @@ def build_dataplane(settings: Settings) -> DataPlane:
         from ..errors import ConfigError
 
         raise ConfigError("no model path given: modelport serve PATH")
-    options: dict[str, Any] = {}
-    if settings.threads is not None:
-        options["intra_op_threads"] = settings.threads
+    options = settings.runtime_options()
     models = discover(settings.model_path, trust=settings.trust or None, options=options)
     return DataPlane(models, metrics=PrometheusMetrics(), default_timeout=settings.request_timeout)
 
@@ -86,6 +85,7 @@ async def serve_async(
     preload: bool = False,
     stop_on_readable: int | None = None,
     workers_folder: str | None = None,
+    announce: bool = True,
 ) -> None:
     """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop.
 
@@ -96,6 +96,7 @@ async def serve_async(
     ``workers_folder`` is the folder the worker processes of one server share: the journal
     through which each applies every admin change alike (:mod:`.journal`), and each worker's
     metrics socket, so that ``/metrics`` answers for all of them (:mod:`.worker_metrics`).
+    ``announce`` logs the listeners and the models served (one of the workers does it).
     """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
@@ -187,6 +188,8 @@ async def serve_async(
             journal = os.path.join(workers_folder, "journal.jsonl")
             app.admin_journal = AdminJournal(journal, partial(apply_change, app))
             app.admin_journal.start()
+    if announce:
+        _announce(settings, sockets[0], grpc_server, dataplane)
     try:
         await server.serve(sockets=sockets)
     finally:
@@ -196,6 +199,32 @@ async def serve_async(
             await app.worker_metrics.stop()
         if prediction_log is not None:
             await prediction_log.aclose()  # after the drain: every answered request is logged
+
+
+def _announce(
+    settings: Settings, http: socket.socket, grpc_server: Any, dataplane: DataPlane
+) -> None:
+    """A line per listener and one naming the models and their versions."""
+    workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+    url = f"http://{_host_port(settings.host, http.getsockname()[1])}"
+    log.info(f"HTTP listening on {url}{workers}", extra={"url": url})
+    if grpc_server is not None:
+        from .grpc import bound_port
+
+        address = _host_port(settings.host, bound_port(grpc_server))
+        log.info(f"gRPC listening on {address}{workers}", extra={"address": address})
+    models: dict[str, list[str]] = {}
+    for runner in dataplane.registry.runners():
+        models.setdefault(runner.name, []).append(runner.version)
+    listed = ", ".join(f"{name} v{'/'.join(versions)}" for name, versions in models.items())
+    log.info(f"serving {listed}", extra={"models": models})
+    threads = settings.runtime_options()["intra_op_threads"]
+    where = "--threads" if settings.threads is not None else f"{cpu_budget().describe()}{workers}"
+    log.info(f"{threads} thread(s) per model call ({where})", extra={"threads": threads})
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -256,10 +285,12 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
 
 
-def _worker(settings: Settings, sock: socket.socket, folder: str | None = None) -> None:
+def _worker(
+    settings: Settings, sock: socket.socket, folder: str | None = None, announce: bool = True
+) -> None:
     import multiprocessing
 
-    from .logs import configure_logging
+    from ..logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     parent = multiprocessing.parent_process()
@@ -268,7 +299,7 @@ def _worker(settings: Settings, sock: socket.socket, folder: str | None = None) 
     _run(
         serve_async(
             settings, sockets=[sock], preload=True, stop_on_readable=sentinel,
-            workers_folder=folder,
+            workers_folder=folder, announce=announce,
         )
     )  # fmt: skip
 
@@ -285,7 +316,7 @@ def _supervise(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=_worker, args=(settings, sock, folder), name=f"modelport-worker-{i}"
+            target=_worker, args=(settings, sock, folder, i == 0), name=f"modelport-worker-{i}"
         )
         for i in range(settings.workers)
     ]

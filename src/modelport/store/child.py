@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     if first is None or first[0] != CONFIG:
         return 2
     config = json.loads(first[1])
-    from ..server.logs import configure_logging
+    from ..logs import configure_logging
 
     configure_logging("info", config["log_format"])  # the server's format and handlers, then
     logging.getLogger("modelport").setLevel(config["log_level"])  # its level, as a number

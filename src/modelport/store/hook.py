@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .log import PredictionLog
-
-if TYPE_CHECKING:
-    from ..runtime.dataplane import DataPlane
 
 __all__ = ["attach"]
 
 
+class Loggable(Protocol):
+    """What the log is attached to (the runtime's ``DataPlane``, which the store sits below)."""
+
+    def log_to(self, log: PredictionLog) -> None:
+        """Record every prediction in ``log`` from now on."""
+        ...
+
+
 def attach(
-    dataplane: DataPlane,
+    dataplane: Loggable,
     url: str,
     *,
     sample_rate: float = 1.0,
