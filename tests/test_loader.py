@@ -90,13 +90,16 @@ def test_directory_with_config_and_user_model(tiny_onnx: Path, tmp_path: Path) -
 
 def test_invalid_config_names_the_field(tiny_onnx: Path, tmp_path: Path) -> None:
     shutil.copy(tiny_onnx, tmp_path / "m.onnx")
-    (tmp_path / "modelport.yaml").write_text("batching: {max_batch_size: -3}\nbogus: 1\n")
+    (tmp_path / "modelport.yaml").write_text(
+        "batching: {max_batch_size: -3}\nbogus: 1\nwarmup: {batch_size: 4}\n"
+    )
     with pytest.raises(modelport.ConfigError) as info:
         modelport.load(tmp_path)
     message = str(info.value)
     assert "modelport.yaml" in message
     assert "batching.max_batch_size" in message
     assert "bogus" in message
+    assert "warmup.batch_size" in message  # misspelt (batch_sizes): refused, not ignored
 
 
 def test_config_signature_overrides_and_validates(tiny_onnx: Path, tmp_path: Path) -> None:

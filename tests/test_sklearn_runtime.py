@@ -223,3 +223,56 @@ def test_runtime_class_takes_trust_as_an_option(pipeline: Pipeline, tmp_path: Pa
     model = SklearnModel(tmp_path / "clf.pkl", trust=True).ensure_loaded()
     assert isinstance(model, SklearnModel)
     assert model.estimator is not None
+
+
+def test_random_forest_skops_is_refused_with_the_types_the_reason_and_the_ways_to_trust_it(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelport.cli import main
+
+    x, y = data
+    forest = RandomForestClassifier(n_estimators=4, random_state=0).fit(x, y)
+    folder = tmp_path / "forest"
+    folder.mkdir()
+    sio.dump(forest, folder / "forest.skops")
+    assert sio.get_untrusted_types(file=folder / "forest.skops") == ["sklearn.tree._tree.Tree"]
+    with pytest.raises(modelport.UntrustedArtifactError) as info:
+        modelport.load(folder / "forest.skops")
+    message = str(info.value)
+    assert "forest.skops: holds types that skops does not trust by default" in message
+    assert "sklearn.tree._tree.Tree" in message
+    assert "without bounds checks" in message and "crash the process" in message
+    for way in ("modelport.load(path, trust=True)", "--trust", "'trust: true' in modelport.yaml"):
+        assert way in message
+    expected = forest.predict(x[:7])
+    # Each of the three ways the message names lets it load.
+    loaded = modelport.load(folder / "forest.skops", trust=True)
+    np.testing.assert_array_equal(loaded.predict(x[:7])["label"], expected)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", str(folder)])
+    assert exit_info.value.code == 1
+    assert "--trust" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", str(folder), "--trust"])
+    assert exit_info.value.code in (0, None)
+    assert "sklearn" in capsys.readouterr().out
+    (folder / "modelport.yaml").write_text("trust: true\n")
+    from_yaml = modelport.load(folder)
+    np.testing.assert_array_equal(from_yaml.predict(x[:7])["label"], expected)
+
+
+def test_skops_types_outside_trees_are_named_with_their_own_reason(
+    data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = data
+    sio.dump(KNeighborsClassifier(n_neighbors=3).fit(x, y), tmp_path / "knn.skops")
+    untrusted = sio.get_untrusted_types(file=tmp_path / "knn.skops")
+    assert untrusted and not any("_tree.Tree" in t for t in untrusted)
+    with pytest.raises(modelport.UntrustedArtifactError) as info:
+        modelport.load(tmp_path / "knn.skops")
+    message = str(info.value)
+    assert all(t in message for t in untrusted)
+    assert "skops does not vouch for" in message and "bounds checks" not in message
+    assert "trust=True" in message

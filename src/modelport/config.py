@@ -14,7 +14,7 @@ Example::
       outputs: [{name: label, datatype: INT64, shape: [-1]}]
     batching: {max_batch_size: 64, max_queue_delay_ms: 2}
     runtime: {intra_op_threads: 1}
-    warmup: {batch_size: 1}
+    warmup: {batch_sizes: [1, 8]}
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ def _schema() -> Any:
         max_queue_delay_ms: float = Field(default=1.0, ge=0)
         max_queue_size: int = Field(default=1024, ge=1)
 
+    class _Warmup(BaseModel):
+        model_config = ConfigDict(extra="forbid")  # a misspelt key must not be ignored
+        enabled: bool = True
+        inputs: Any = None
+        batch_sizes: list[int] | None = None
+
     class _Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
         name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
@@ -115,7 +121,7 @@ def _schema() -> Any:
         signature: _Signature | None = None
         batching: _Batching = _Batching()
         runtime: dict[str, Any] = {}
-        warmup: dict[str, Any] = {}
+        warmup: _Warmup = _Warmup()
         extra: dict[str, Any] = {}
 
     return _Config
@@ -153,7 +159,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         signature=signature,
         batching=BatchingConfig(**parsed.batching.model_dump()),
         runtime=parsed.runtime,
-        warmup=parsed.warmup,
+        warmup=parsed.warmup.model_dump(exclude_unset=True),
         extra=parsed.extra,
     )
 

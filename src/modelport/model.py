@@ -146,7 +146,13 @@ class Model:
         return self
 
     def predict_batch(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
-        """:meth:`predict` with the canonical form: a dict of arrays in, a dict of arrays out."""
+        """:meth:`predict` with the canonical form: a dict of arrays in, a dict of arrays out.
+
+        Input names are checked against the signature first (missing and unexpected ones
+        are an :class:`~modelport.errors.InvalidInputError` naming both).
+        """
+        if self.signature is not None and isinstance(inputs, Mapping):
+            self.signature.check_input_names(inputs)
         return self.name_outputs(self.predict(inputs))
 
     def name_outputs(self, result: Any) -> Outputs:

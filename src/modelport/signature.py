@@ -129,6 +129,24 @@ class Signature:
             inputs=_specs(data.get("inputs") or ()), outputs=_specs(data.get("outputs") or ())
         )
 
+    def check_input_names(self, inputs: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidInputError` naming every missing and unexpected input.
+
+        A model without declared inputs takes any names.
+        """
+        if not self.inputs or (
+            len(inputs) == len(self.inputs) and all(s.name in inputs for s in self.inputs)
+        ):
+            return
+        missing = [s.name for s in self.inputs if s.name not in inputs]
+        unexpected = [str(n) for n in inputs if self.input(n) is None]
+        problems = []
+        if missing:
+            problems.append(f"missing input(s) {missing}")
+        if unexpected:
+            problems.append(f"unexpected input(s) {unexpected}")
+        raise InvalidInputError(f"{' and '.join(problems)}; the model expects {self.input_names}")
+
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Raise :class:`InvalidInputError` unless ``inputs`` fit the declared inputs.
 
@@ -137,16 +155,7 @@ class Signature:
         """
         if not self.inputs:
             return
-        missing = [s.name for s in self.inputs if s.name not in inputs]
-        if missing:
-            raise InvalidInputError(
-                f"missing input(s) {missing}; the model expects {self.input_names}"
-            )
-        unexpected = [n for n in inputs if self.input(n) is None]
-        if unexpected:
-            raise InvalidInputError(
-                f"unexpected input(s) {unexpected}; the model expects {self.input_names}"
-            )
+        self.check_input_names(inputs)
         batch: int | None = None
         for spec in self.inputs:
             array = inputs[spec.name]

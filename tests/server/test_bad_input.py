@@ -50,7 +50,7 @@ BAD_BODIES: list[tuple[str, bytes, tuple[str, ...]]] = [
      ("expected 2 dimensions",)),
     ("wrong width", orjson.dumps({"inputs": [{**X, "shape": [2, 2]}]}), ("dimension 1 must be 4",)),
     ("unexpected input", orjson.dumps({"inputs": [X, {**X, "name": "z"}]}),
-     ("unexpected input(s) ['z']",)),
+     ("unexpected input(s) ['z']; the model expects ['x']",)),
     ("duplicate input", orjson.dumps({"inputs": [X, X]}), ("more than once",)),
     ("unknown output", orjson.dumps({"inputs": [X], "outputs": [{"name": "nope"}]}),
      ("unknown output(s) ['nope']",)),
@@ -73,7 +73,33 @@ def test_bad_body_is_400(client: httpx.Client, body: bytes, needles: tuple[str, 
 
 def test_missing_input(client: httpx.Client) -> None:
     body = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
-    _check(client.post("/v2/models/multi/infer", json=body), 400, "missing input(s) ['b']")
+    _check(
+        client.post("/v2/models/multi/infer", json=body),
+        400,
+        "missing input(s) ['b']; the model expects ['a', 'b']",
+    )
+    assert_healthy(client)
+
+
+def test_wrong_input_name_names_both_sides(client: httpx.Client) -> None:
+    # The mistake of sending "input" (iris' name) to a model whose input is "x".
+    body = {"inputs": [{**X, "name": "input"}]}
+    _check(
+        client.post("/v2/models/tiny/infer", json=body),
+        400,
+        "missing input(s) ['x'] and unexpected input(s) ['input']; the model expects ['x']",
+    )
+    body = {
+        "inputs": [
+            {"name": "b", "datatype": "INT64", "shape": [1, 3], "data": [1, 2, 3]},
+            {"name": "c", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]},
+        ]
+    }
+    _check(
+        client.post("/v2/models/multi/infer", json=body),
+        400,
+        "missing input(s) ['a'] and unexpected input(s) ['c']; the model expects ['a', 'b']",
+    )
     assert_healthy(client)
 
 

@@ -237,6 +237,20 @@ def test_missing_input_and_unknown_output_are_invalid_argument(
     assert_tiny_still_answers(client)
 
 
+def test_wrong_input_name_names_missing_and_unexpected(
+    client: triton.InferenceServerClient,
+) -> None:
+    x = np.zeros((1, 4), dtype=np.float32)
+    wrong = triton.InferInput("input", [1, 4], "FP32").set_data_from_numpy(x)
+    error = triton_error(client.infer, "tiny", [wrong])
+    assert error.status() == "StatusCode.INVALID_ARGUMENT"
+    assert (
+        "missing input(s) ['x'] and unexpected input(s) ['input']; the model expects ['x']"
+        in error.message()
+    )
+    assert_tiny_still_answers(client)
+
+
 def raw_tiny(raw: bytes, shape: list[int], datatype: str = "FP32") -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="tiny", raw_input_contents=[raw])
     request.inputs.add(name="x", datatype=datatype, shape=shape)

@@ -27,7 +27,13 @@ def build(
     target: _Target = typer.Option(..., "--target", "-t", help="What to deploy to."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write the bundle to."),
     image: str | None = typer.Option(
-        None, help="Image reference to build and deploy.  [default: NAME:VERSION]"
+        None, help="Image reference to build and deploy.  [default: REGISTRY/NAME:VERSION]"
+    ),
+    registry: str | None = typer.Option(
+        None,
+        envvar="MODELPORT_REGISTRY",
+        help="Registry (and path) the image is pushed to, e.g. registry.example.com/team. "
+        "Without it (or --image) the image is NAME:VERSION, for a local cluster only.",
     ),
     name: str | None = typer.Option(
         None, help="Name of the Kubernetes objects / service.  [default: the model's name]"
@@ -56,6 +62,11 @@ def build(
     ),
     lambda_memory: int = typer.Option(2048, help="Lambda memory in MB."),
     lambda_timeout: int = typer.Option(30, help="Lambda timeout in seconds."),
+    lambda_auth: str = typer.Option(
+        "iam",
+        help="Who may call the Lambda HTTP API: iam (SigV4-signed requests), token (a bearer "
+        "token given at deploy time) or public (anyone: say so explicitly).",
+    ),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty directory."),
     trust: bool = TRUST,
 ) -> None:
@@ -66,6 +77,7 @@ def build(
     options = DeployOptions(
         name=name,
         image=image,
+        registry=registry,
         namespace=namespace,
         replicas=replicas,
         max_replicas=max_replicas,
@@ -81,12 +93,15 @@ def build(
         labels=_labels(label),
         lambda_memory_mb=lambda_memory,
         lambda_timeout_s=lambda_timeout,
+        lambda_auth=lambda_auth,  # type: ignore[arg-type]  # checked by DeployOptions
     )
     bundle = build_bundle(model, target.value, output, options, force=force)
     served = ", ".join(bundle.models)
     print(f"Wrote the {bundle.target} bundle for {served} to {bundle.directory}:")
     for file in bundle.files:
         print(f"  {file}")
+    for note in bundle.notes:
+        print(f"Note: {note}")
     print("Next:")
     for step in bundle.next_steps:
         print(f"  {step}")

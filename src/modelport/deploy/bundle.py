@@ -42,6 +42,9 @@ class Bundle:
     """The names the server answers to."""
     files: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What to know before running ``next_steps``: who may call the deployment, where the
+    image is pulled from."""
 
 
 def build(
@@ -127,6 +130,7 @@ def build(
         models=names,
         files=sorted(writer.files),
         next_steps=_next_steps(target, directory, opts, folder),
+        notes=_notes(target, opts),
     )
 
 
@@ -207,9 +211,61 @@ def _next_steps(target: Target, directory: Path, opts: DeployOptions, folder: st
         mount = f" -v /path/to/{folder}:{docker.MOUNT_ROOT}/{folder}:ro" if opts.mount else ""
         ports = f"-p {opts.http_port}:{opts.http_port} -p {opts.grpc_port}:{opts.grpc_port}"
         return [build, f"docker run --rm {ports}{mount} {image}"]
+    # Without a registry the image goes into a local cluster, never to Docker Hub's library/.
+    ship = f"kind load docker-image {image}" if _local(opts) else f"docker push {image}"
     if target == "kubernetes":
-        return [build, f"docker push {image}", f"kubectl apply -k {directory / 'k8s'}"]
+        return [build, ship, f"kubectl apply -k {directory / 'k8s'}"]
     if target == "kserve":
         manifest = directory / "kserve" / "inferenceservice.yaml"
-        return [build, f"docker push {image}", f"kubectl apply -f {manifest}"]
+        return [build, ship, f"kubectl apply -f {manifest}"]
     return [f"cd {directory}", "sam build", "sam deploy --guided --resolve-image-repos"]
+
+
+_LOCAL_REGISTRIES = ("kind.local", "ko.local", "dev.local")
+"""Names Knative (KServe's serverless mode) does not resolve through a registry, by default."""
+
+
+def _local(opts: DeployOptions) -> bool:
+    """Whether the image is meant to be loaded into a local cluster rather than pushed."""
+    image = str(opts.image)
+    return not opts.image_has_registry or image.split("/", 1)[0] in _LOCAL_REGISTRIES
+
+
+def _notes(target: Target, opts: DeployOptions) -> list[str]:
+    image = str(opts.image)
+    if target in ("kubernetes", "kserve") and not opts.image_has_registry:
+        example = f"registry.example.com/team/{image}"
+        notes = [
+            f"The image {image} names no registry, so a cluster would pull "
+            f"docker.io/library/{image} from Docker Hub. The steps below load it into a local "
+            f"kind cluster instead (minikube: minikube image load {image}). For any other "
+            "cluster, build for your registry: --registry registry.example.com/team "
+            f"(or MODELPORT_REGISTRY) makes the image {example}; --image names it whole."
+        ]
+        if target == "kserve":
+            notes.append(
+                "KServe's serverless mode (Knative) looks every tag up in its registry, which "
+                "fails for a loaded image: on kind, add --registry kind.local (Knative skips "
+                "kind.local, ko.local and dev.local)."
+            )
+        return notes
+    if target != "lambda":
+        return []
+    if opts.lambda_auth == "iam":
+        return [
+            "The HTTP API and the Function URL accept only AWS SigV4-signed requests from "
+            "principals allowed execute-api:Invoke (lambda:InvokeFunctionUrl for the URL). "
+            "--lambda-auth token requires a bearer token instead; --lambda-auth public opens "
+            "the API to anyone."
+        ]
+    if opts.lambda_auth == "token":
+        return [
+            "sam deploy asks for the AuthToken parameter (16 characters or more); callers send "
+            "'Authorization: Bearer TOKEN' (health routes stay open). The Function URL still "
+            "needs IAM auth."
+        ]
+    return [
+        "WARNING: --lambda-auth public: the HTTP API has no authorization; anyone who finds "
+        "its URL can call the model, and each call is billed to you. The Function URL still "
+        "needs IAM auth."
+    ]

@@ -8,10 +8,14 @@ from typing import Literal
 
 from ..errors import ConfigError
 
-__all__ = ["TARGETS", "DeployOptions", "Target", "dns_name"]
+__all__ = ["LAMBDA_AUTH", "TARGETS", "DeployOptions", "LambdaAuth", "Target", "dns_name"]
 
 Target = Literal["docker", "kubernetes", "kserve", "lambda"]
 TARGETS: tuple[Target, ...] = ("docker", "kubernetes", "kserve", "lambda")
+LambdaAuth = Literal["iam", "token", "public"]
+LAMBDA_AUTH: tuple[LambdaAuth, ...] = ("iam", "token", "public")
+"""Who may call the Lambda bundle's HTTP API: AWS_IAM-signed requests, callers with the bearer
+token given at deploy time, or (only when asked for) anyone."""
 
 # DNS-1035 label: what Kubernetes requires of Service names (and so of everything named here).
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -20,6 +24,7 @@ _IMAGE = re.compile(
     rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
+_REGISTRY = re.compile(rf"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/{_COMPONENT})*$")
 _CPU = re.compile(r"^(?:[0-9]+m|[0-9]+(?:\.[0-9]+)?)$")
 _MEMORY = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _LABEL_KEY = re.compile(r"^(?:[a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -30,12 +35,17 @@ _LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$
 class DeployOptions:
     """Knobs of a deployment bundle; every field has a production-minded default.
 
-    ``name`` defaults to the model's name made DNS-safe, ``image`` to ``<name>:<version>``.
-    ``mount`` leaves the model out of the image: it is mounted at run time instead.
+    ``name`` defaults to the model's name made DNS-safe, ``image`` to
+    ``<registry>/<name>:<version>`` (``<name>:<version>`` without a registry, an image only a
+    local cluster that has loaded it can run). ``mount`` leaves the model out of the image: it
+    is mounted at run time instead.
     """
 
     name: str | None = None
     image: str | None = None
+    registry: str | None = None
+    """Where the image is pushed when ``image`` is not given: ``ghcr.io/acme`` makes
+    ``ghcr.io/acme/<name>:<version>``."""
     namespace: str | None = None
     replicas: int = 2
     max_replicas: int = 10
@@ -56,6 +66,8 @@ class DeployOptions:
     labels: dict[str, str] = field(default_factory=dict)
     lambda_memory_mb: int = 2048
     lambda_timeout_s: int = 30
+    lambda_auth: LambdaAuth = "iam"
+    """Who may call the Lambda function's HTTP API; see :data:`LAMBDA_AUTH`."""
 
     def checked(self) -> DeployOptions:
         """``self`` if every field is valid; otherwise a :class:`ConfigError` naming it."""
@@ -70,6 +82,12 @@ class DeployOptions:
             raise ConfigError(
                 f"--image {self.image!r}: not a container image reference "
                 "(e.g. registry.example.com/team/iris:1)"
+            )
+        if self.registry is not None and not _REGISTRY.match(self.registry.rstrip("/")):
+            raise ConfigError(
+                f"--registry {self.registry!r}: not a registry and path for images "
+                "(e.g. registry.example.com/team, ghcr.io/acme, "
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com)"
             )
         if self.replicas < 1:
             raise ConfigError(f"--replicas {self.replicas}: must be at least 1")
@@ -97,13 +115,26 @@ class DeployOptions:
             raise ConfigError(f"Lambda memory {self.lambda_memory_mb} MB: must be 128 to 10240")
         if not 1 <= self.lambda_timeout_s <= 900:
             raise ConfigError(f"Lambda timeout {self.lambda_timeout_s} s: must be 1 to 900")
+        if self.lambda_auth not in LAMBDA_AUTH:
+            raise ConfigError(
+                f"--lambda-auth {self.lambda_auth!r}: expected one of {', '.join(LAMBDA_AUTH)}"
+            )
         return self
 
     def resolved(self, model_name: str, model_version: str) -> DeployOptions:
         """A copy with ``name`` and ``image`` filled in from the model."""
         name = self.name or dns_name(model_name)
-        image = self.image or f"{name}:{_tag(model_version)}"
+        repository = f"{self.registry.rstrip('/')}/{name}" if self.registry else name
+        image = self.image or f"{repository}:{_tag(model_version)}"
         return replace(self, name=name, image=image).checked()
+
+    @property
+    def image_has_registry(self) -> bool:
+        """Whether ``image`` names where it is pulled from (anything before a ``/``).
+
+        ``iris:1`` does not: a cluster would look for ``docker.io/library/iris:1``.
+        """
+        return "/" in str(self.image).split("@")[0]
 
     @property
     def threads(self) -> int:

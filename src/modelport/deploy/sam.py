@@ -1,7 +1,10 @@
 """AWS Lambda: the container image's Dockerfile and the AWS SAM template that deploys it.
 
 The function's handler is :func:`modelport.aws_lambda.handler`; it serves the model baked into
-the image at ``MODELPORT_MODEL``, behind an HTTP API and a Function URL.
+the image at ``MODELPORT_MODEL``, behind an HTTP API and a Function URL. Neither is open by
+default: the Function URL takes only IAM-signed requests, and so does the HTTP API unless the
+bundle was built with ``lambda_auth="token"`` (a bearer token, the ``AuthToken`` parameter,
+checked by the handler) or, explicitly, ``lambda_auth="public"``.
 """
 
 from __future__ import annotations
@@ -12,13 +15,25 @@ from typing import Any
 from .docker import python_version
 from .options import DeployOptions
 
-__all__ = ["FUNCTION", "HANDLER", "TASK_ROOT", "lambda_dockerfile", "sam_template"]
+__all__ = [
+    "API",
+    "AUTH_TOKEN_PARAMETER",
+    "FUNCTION",
+    "HANDLER",
+    "TASK_ROOT",
+    "lambda_dockerfile",
+    "sam_template",
+]
 
 HANDLER = "modelport.aws_lambda.handler"
 TASK_ROOT = "/var/task"
 """``LAMBDA_TASK_ROOT`` in AWS's Python base images."""
 FUNCTION = "ModelFunction"
 """The function's logical id in the template."""
+API = "ModelApi"
+"""The HTTP API's logical id in the template."""
+AUTH_TOKEN_PARAMETER = "AuthToken"
+"""The template parameter holding the bearer token (``lambda_auth="token"``)."""
 
 
 def lambda_dockerfile(
@@ -45,49 +60,87 @@ ENV MODELPORT_MODEL=${{LAMBDA_TASK_ROOT}}/{model_dir}
 
 def sam_template(options: DeployOptions, *, version: str, description: str) -> dict[str, Any]:
     """A SAM template: one image function behind an HTTP API (payload 2.0) and a Function
-    URL (IAM-authenticated)."""
-    return {
+    URL (IAM-authenticated).
+
+    The HTTP API's authorization follows ``options.lambda_auth``: ``iam`` (the default) an
+    ``AWS_IAM`` authorizer on every route; ``token`` a ``NoEcho`` ``AuthToken`` parameter that
+    becomes the handler's ``MODELPORT_AUTH_TOKEN``; ``public`` none at all.
+    """
+    auth = options.lambda_auth
+    api: dict[str, Any] = {"Type": "AWS::Serverless::HttpApi"}
+    if auth == "iam":
+        api["Properties"] = {
+            "Description": "Every route needs an AWS SigV4-signed request (execute-api:Invoke)",
+            "Auth": {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"},
+        }
+    elif auth == "token":
+        api["Properties"] = {
+            "Description": "The function requires 'Authorization: Bearer <AuthToken>'"
+        }
+    else:
+        api["Properties"] = {"Description": "Public: no authorization (--lambda-auth public)"}
+    function: dict[str, Any] = {
+        "PackageType": "Image",
+        "Architectures": ["x86_64"],
+        "MemorySize": options.lambda_memory_mb,
+        "Timeout": options.lambda_timeout_s,
+        "FunctionUrlConfig": {"AuthType": "AWS_IAM"},
+        "Events": {
+            "Api": {
+                "Type": "HttpApi",
+                "Properties": {"ApiId": {"Ref": API}, "Path": "/{proxy+}", "Method": "ANY"},
+            }
+        },
+    }
+    template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": description,
-        "Resources": {
-            FUNCTION: {
-                "Type": "AWS::Serverless::Function",
-                "Properties": {
-                    "PackageType": "Image",
-                    "Architectures": ["x86_64"],
-                    "MemorySize": options.lambda_memory_mb,
-                    "Timeout": options.lambda_timeout_s,
-                    "FunctionUrlConfig": {"AuthType": "AWS_IAM"},
-                    "Events": {
-                        "Api": {
-                            "Type": "HttpApi",
-                            "Properties": {"Path": "/{proxy+}", "Method": "ANY"},
-                        }
-                    },
-                },
-                "Metadata": {
-                    "Dockerfile": "Dockerfile",
-                    "DockerContext": ".",
-                    "DockerTag": _docker_tag(version),
-                },
+    }
+    if auth == "token":
+        template["Parameters"] = {
+            AUTH_TOKEN_PARAMETER: {
+                "Type": "String",
+                "NoEcho": True,
+                "MinLength": 16,
+                "Description": "Bearer token every call must send ('Authorization: Bearer "
+                "TOKEN'; health routes stay open). At least 16 characters.",
             }
-        },
-        "Outputs": {
-            "ApiUrl": {
-                "Description": "HTTP API base URL; the model is under /v2/models/",
-                "Value": {
-                    "Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}."
-                    "${AWS::URLSuffix}/"
-                },
+        }
+        function["Environment"] = {
+            "Variables": {"MODELPORT_AUTH_TOKEN": {"Ref": AUTH_TOKEN_PARAMETER}}
+        }
+    api_auth = {
+        "iam": "AWS_IAM auth",
+        "token": "bearer token auth",
+        "public": "PUBLIC, no auth",
+    }[auth]
+    template["Resources"] = {
+        API: api,
+        FUNCTION: {
+            "Type": "AWS::Serverless::Function",
+            "Properties": function,
+            "Metadata": {
+                "Dockerfile": "Dockerfile",
+                "DockerContext": ".",
+                "DockerTag": _docker_tag(version),
             },
-            "FunctionUrl": {
-                "Description": "Function URL (IAM auth)",
-                "Value": {"Fn::GetAtt": [f"{FUNCTION}Url", "FunctionUrl"]},
-            },
-            "FunctionArn": {"Value": {"Fn::GetAtt": [FUNCTION, "Arn"]}},
         },
     }
+    template["Outputs"] = {
+        "ApiUrl": {
+            "Description": f"HTTP API base URL ({api_auth}); the model is under /v2/models/",
+            "Value": {
+                "Fn::Sub": f"https://${{{API}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/"
+            },
+        },
+        "FunctionUrl": {
+            "Description": "Function URL (IAM auth)",
+            "Value": {"Fn::GetAtt": [f"{FUNCTION}Url", "FunctionUrl"]},
+        },
+        "FunctionArn": {"Value": {"Fn::GetAtt": [FUNCTION, "Arn"]}},
+    }
+    return template
 
 
 def _docker_tag(version: str) -> str:

@@ -88,11 +88,7 @@ class SklearnModel(Model):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if untrusted and not self._trusted:
-            raise UntrustedArtifactError(
-                f"{path}: contains types that skops does not trust by default: "
-                f"{', '.join(untrusted)}. Loading them can run their code; if you trust the "
-                "file's source, load it with trust=True (--trust on the command line)"
-            )
+            raise UntrustedArtifactError(_untrusted_message(path, untrusted))
         try:
             return sio.load(path, trusted=untrusted)
         except Exception as exc:
@@ -174,6 +170,40 @@ class SklearnModel(Model):
             return x
         pd = require("pandas", extra="io")
         return pd.DataFrame(x, columns=self.feature_names, copy=False)
+
+
+_NODE_INDEX_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
+"""Tree storage whose node indices scikit-learn follows without bounds checks."""
+
+
+def _untrusted_message(path: Path, untrusted: list[str]) -> str:
+    """Why a ``.skops`` file is refused: its untrusted types, why, and how to allow them."""
+    trees = [t for t in untrusted if t in _NODE_INDEX_TYPES]
+    others = [t for t in untrusted if t not in _NODE_INDEX_TYPES]
+    why = []
+    if trees:
+        why.append(
+            f"{', '.join(trees)} {'holds' if len(trees) == 1 else 'hold'} the nodes of tree "
+            "models (decision trees, random forests, extra trees, gradient boosting), whose "
+            "indices scikit-learn follows without bounds checks, so a crafted file can crash "
+            "the process or read memory out of bounds when the model predicts"
+        )
+    if others:
+        why.append(
+            f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} built from the file's "
+            "contents by code skops does not vouch for"
+        )
+    return (
+        f"{path}: holds types that skops does not trust by default: {', '.join(untrusted)}. "
+        f"{'; '.join(why)}. If you made the file or trust its source, allow them: "
+        "modelport.load(path, trust=True), --trust on the command line, or 'trust: true' "
+        "in modelport.yaml"
+    )
 
 
 def _estimator_type(estimator: Any) -> str | None:

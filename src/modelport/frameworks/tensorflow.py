@@ -92,9 +92,10 @@ class _TensorFlowModel(Model):
         missing = [n for n in names if n not in feed]
         unexpected = [n for n in feed if n not in names]
         if missing or unexpected:
+            wrong = [f"missing {missing}"] if missing else []
+            wrong += [f"unexpected {unexpected}"] if unexpected else []
             raise InvalidInputError(
-                f"model {self.name!r} expects inputs {names}; "
-                + (f"missing {missing}" if missing else f"unexpected {unexpected}")
+                f"model {self.name!r} expects inputs {names}; {' and '.join(wrong)}"
             )
         out: dict[str, Any] = {}
         for spec in self.signature.inputs:

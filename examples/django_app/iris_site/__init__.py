@@ -1,0 +1,1 @@
+"""A minimal Django project that answers ``POST /predict`` with a modelport model."""
