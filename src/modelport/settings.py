@@ -69,6 +69,13 @@ class Settings:
     """Seconds a request may take when it carries no ``timeout`` parameter."""
     shutdown_timeout: float = 30.0
     """Seconds to finish in-flight requests after SIGTERM."""
+    header_timeout: float = 10.0
+    """Seconds a request's headers may take to arrive; past them a 408 and the connection
+    closed (0: no limit)."""
+    body_timeout: float = 60.0
+    """Seconds a request's body may take after its headers (0: no limit)."""
+    expose_errors: bool = False
+    """Send a failing model's exception to the caller; off, it goes to the log only."""
     log_level: str = "info"
     log_format: str = "json"
     access_log: bool = False
@@ -108,6 +115,9 @@ class Settings:
             raise ConfigError(f"max_body_size must be >= 1, got {self.max_body_size}")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ConfigError("request_timeout must be > 0 seconds")
+        for name in ("header_timeout", "body_timeout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 seconds (0: no limit)")
         if self.watch_interval <= 0:
             raise ConfigError(f"watch_interval must be > 0 seconds, got {self.watch_interval}")
         if self.swap_policy not in ("double_buffer", "swap_in_place"):
@@ -175,6 +185,9 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_body_size": int,
     "request_timeout": _optional(float),
     "shutdown_timeout": float,
+    "header_timeout": float,
+    "body_timeout": float,
+    "expose_errors": parse_bool,
     "log_level": lambda v: str(v).lower(),
     "log_format": lambda v: str(v).lower(),
     "access_log": parse_bool,

@@ -61,6 +61,17 @@ def serve(
     shutdown_timeout: float | None = _setting(
         "shutdown_timeout", "Seconds to finish in-flight requests after SIGTERM."
     ),
+    header_timeout: float | None = _setting(
+        "header_timeout", "Seconds a request's headers may take (slow clients get a 408)."
+    ),
+    body_timeout: float | None = _setting(
+        "body_timeout", "Seconds a request's body may take after its headers."
+    ),
+    expose_errors: bool | None = _setting(
+        "expose_errors",
+        "Send a failing model's exception to the caller (development); off, only the log has it.",
+        "--expose-errors/--no-expose-errors",
+    ),
     log_level: str | None = _setting("log_level", "critical|error|warning|info|debug"),
     log_format: str | None = _setting("log_format", "json|text"),
     access_log: bool | None = _setting(
@@ -142,6 +153,9 @@ def serve(
             "max_body_size": max_body_size,
             "request_timeout": request_timeout,
             "shutdown_timeout": shutdown_timeout,
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "expose_errors": expose_errors,
             "log_level": log_level,
             "log_format": log_format,
             "access_log": access_log,

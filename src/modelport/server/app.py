@@ -19,7 +19,7 @@ from ..errors import InvalidInputError, ModelportError
 from ..protocol.codec import encode_error
 from ..runtime.dataplane import DataPlane
 from ..settings import Settings
-from .errors import PayloadTooLargeError, status_for
+from .errors import PayloadTooLargeError, private_message, status_for
 from .http import Receive, Request, Response, Route, Scope, Send
 from .metrics import PrometheusMetrics
 from .rest import ROUTES
@@ -171,8 +171,15 @@ class App:
             log.error(
                 "request failed",
                 exc_info=not isinstance(exc, ModelportError) or exc.__cause__ is not None,
-                extra={"request_id": request.request_id, "path": request.scope["path"]},
+                extra={
+                    "request_id": request.request_id,
+                    "path": request.scope["path"],
+                    "error": message,
+                },
             )
+            # The admin API answers its (authenticated) operator in full.
+            if not self.settings.expose_errors and not request.scope["path"].startswith("/admin"):
+                message = private_message(request.params.get("name"), request.request_id)
         response = _error(status, message)
         if status == 503:
             retry = getattr(exc, "retry_after", 1.0)

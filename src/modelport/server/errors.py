@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from .. import errors
 
-__all__ = ["ERROR_TABLE", "PayloadTooLargeError", "Status", "status_for"]
+__all__ = ["ERROR_TABLE", "PayloadTooLargeError", "Status", "private_message", "status_for"]
 
 
 class PayloadTooLargeError(errors.InvalidInputError):
@@ -50,3 +50,10 @@ def status_for(exc: BaseException) -> Status:
         if status is not None:
             return status
     return _INTERNAL
+
+
+def private_message(model: str | None, request_id: str | None) -> str:
+    """What a caller is told of an internal error (its class, message and any paths in it go to
+    the server's log, under the request id): the model that failed, and the id to ask about."""
+    what = f"model {model!r} failed" if model else "internal error"
+    return f"{what} (request id {request_id})" if request_id else what

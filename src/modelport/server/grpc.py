@@ -18,12 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._deps import require
-from ..errors import ConfigError, InvalidInputError, ModelportError, OverloadedError
+from ..errors import (
+    ConfigError,
+    InvalidInputError,
+    ModelportError,
+    OverloadedError,
+    PredictionError,
+)
 from ..protocol import grpc_codec as codec
 from ..protocol.grpc_codec import pb
-from ..runtime.dataplane import DataPlane
+from ..runtime.dataplane import DataPlane, new_id
 from ..settings import Settings
-from .errors import status_for
+from .errors import private_message, status_for
 from .metrics import PrometheusMetrics
 
 require("grpc", extra="serve")
@@ -122,6 +128,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             _model_name(name, "model_name")
             inference = codec.decode_infer_request(request)
+            inference.id = request_id = inference.id or new_id()  # known if the model fails
             remaining = context.time_remaining()
             if remaining is not None and "timeout" not in inference.parameters:
                 # The caller's gRPC deadline bounds the queue wait, in the protocol's unit (µs).
@@ -129,11 +136,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = await self.dataplane.infer(name, version or None, inference)
             version, request_id = response.model_version or version, response.id
             return codec.encode_infer_response(response, raw=codec.wants_raw_output(request))
-        except ModelportError as exc:
+        except Exception as exc:
             status = status_for(exc).grpc
-            raise
-        except Exception:
-            status = "INTERNAL"
+            if status != "INTERNAL":
+                raise
+            error = str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "request failed",
+                exc_info=not isinstance(exc, ModelportError) or exc.__cause__ is not None,
+                extra={"request_id": request_id or None, "model": name, "error": error},
+            )
+            if not self.settings.expose_errors:
+                raise PredictionError(private_message(name, request_id)) from None
+            if not isinstance(exc, ModelportError):
+                raise PredictionError(f"internal error: {error}") from exc
             raise
         finally:
             self.in_flight -= 1

@@ -67,6 +67,7 @@ async def infer(request: Request) -> Response:
     body = await request.body()
     header_length = _header_length(request.headers.get(b"inference-header-content-length"))
     infer_request = decode_request(body, header_length)
+    infer_request.id = infer_request.id or new_id()  # known here too if the model fails
     request.request_id = infer_request.id
     metadata = _metadata_header(request)
     if metadata is not None:

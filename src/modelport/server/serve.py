@@ -115,7 +115,7 @@ async def serve_async(
         host=settings.host,
         port=settings.http_port,
         loop="none",
-        http=http_protocol(),
+        http=http_protocol(settings.header_timeout, settings.body_timeout),
         lifespan="on",
         log_config=None,
         access_log=False,
