@@ -97,3 +97,70 @@ def test_unreachable_database_is_one_clear_line(capsys: pytest.CaptureFixture[st
     assert code == 1 and "is unreachable" in err and err.count("\n") == 1
     code, _, err = run(capsys, "report", "clf", "--log-db", url)
     assert code == 1 and "is unreachable" in err
+
+
+def test_feedback_from_a_file(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str, tmp_path: Path
+) -> None:
+    fill_log(sqlite_url, tmp_path / "spool")  # requests r0..r35 of model clf
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "request_id,value,note\n"
+        + "".join(f"r{i},{i % 3},ok\n" for i in range(20))
+        + "r404,1,unknown id\n"  # line 22
+        + "r20,NaN,bad value\n"  # line 23
+        + "r21,setosa,a label\n"
+        + ",1,no id\n"  # line 25
+    )
+    code, out, err = run(capsys, "feedback", "--log-db", sqlite_url, "--file", str(labels))
+    assert code == 1  # something was refused; the good rows are stored all the same
+    assert "labels.csv: feedback stored for 21 request(s), 3 refused" in out
+    assert "line 22: request id 'r404': no logged prediction with request id 'r404'" in err
+    assert "line 23: request id 'r20':" in err and "must be a finite number" in err
+    assert "line 25: request id '':" in err
+    jsonl = tmp_path / "more.jsonl"
+    jsonl.write_text(
+        '{"request_id": "r30", "value": [1]}\nnot json\n\n{"request_id": "r31", "value": 2}\n'
+    )
+    code, out, err = run(capsys, "feedback", "--log-db", sqlite_url, "-f", str(jsonl))
+    assert code == 1 and "stored for 2 request(s), 1 refused" in out and "line 2: " in err
+    with PredictionLog.open(sqlite_url, spool_dir=tmp_path / "read") as log:
+        stored = {r["request_id"]: r["feedback"] for r in log.predictions("clf")}
+    assert [stored[f"r{i}"] for i in range(20)] == [i % 3 for i in range(20)]
+    assert (stored["r20"], stored["r21"], stored["r30"], stored["r31"]) == (None, "setosa", [1], 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["r1"], "give REQUEST_ID VALUE, or --file FILE"),
+        (["r1", "2", "--file", "x.csv"], "give REQUEST_ID VALUE, or --file FILE"),
+        (["--file", "missing.csv"], "cannot read"),
+        (["--file", "labels.txt"], "use a .csv, .tsv or .jsonl file"),
+        (["--file", "bad.csv"], "needs the columns request_id and value; its header has ['id'"),
+    ],
+)
+def test_feedback_file_mistakes(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str, tmp_path: Path, argv: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "labels.txt").write_text("r1 1\n")
+    (tmp_path / "bad.csv").write_text("id,y\nr1,1\n")
+    argv = [str(tmp_path / a) if a.endswith((".csv", ".txt")) else a for a in argv]
+    code, _, err = run(capsys, "feedback", "--log-db", sqlite_url, *argv)
+    assert code == 1 and message in err, err
+
+
+def test_report_names_features_from_the_reference_header(
+    capsys: pytest.CaptureFixture[str], sqlite_url: str, tmp_path: Path
+) -> None:
+    fill_log(sqlite_url, tmp_path / "spool")  # input x, two columns
+    rows = np.random.default_rng(0).normal(size=(100, 2))
+    reference = tmp_path / "train.csv"
+    reference.write_text("petal_length,petal_width\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    code, out, err = run(
+        capsys, "report", "clf", "--log-db", sqlite_url,
+        "--reference", str(reference), "--reference-input", "x",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "petal_length (x[0])" in out and "petal_width (x[1])" in out

@@ -50,7 +50,10 @@ def report(
         None, "--reference", help="Reference data set for drift (.npz, .npy or .csv)."
     ),
     reference_input: str | None = typer.Option(
-        None, "--reference-input", help="Input name that a .npy or headerless .csv reference is."
+        None,
+        "--reference-input",
+        help="Input name that a .npy or .csv reference is (a .csv header then names its "
+        "columns in the report: sepal_length for input[0]).",
     ),
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML page with plots."),
     prometheus: Path | None = typer.Option(
@@ -74,7 +77,14 @@ def report(
     from .._deps import require
 
     require("sqlalchemy", "store")
-    from ..report import build_report, load_reference, print_report, write_html, write_textfile
+    from ..report import (
+        build_report,
+        load_reference,
+        print_report,
+        reference_names,
+        write_html,
+        write_textfile,
+    )
     from ..store.db import Database
     from ..store.feedback import read_predictions
 
@@ -85,11 +95,13 @@ def report(
     end = parse_since(until, "--until") if until else None
     window_s = parse_duration(window, "--window") if window else None
     ref = load_reference(reference, reference_input) if reference else None
+    names = reference_names(reference, reference_input) if reference else {}
     db = Database(log_db_url(log_db))
     try:
         rows = read_predictions(db, model, start, end)
         result = build_report(
-            model, rows, reference=ref, window_s=window_s, output=output, task=kind
+            model, rows, reference=ref, window_s=window_s, output=output, task=kind,
+            feature_names=names,
         )
     finally:
         db.dispose()

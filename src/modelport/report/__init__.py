@@ -12,7 +12,7 @@ from .build import Drift, Report, Window, build_report
 from .compare import Comparison, VersionFigures
 from .html import render_html, write_html
 from .prometheus import report_registry, write_textfile
-from .reference import load_reference
+from .reference import load_reference, reference_names
 from .terminal import print_report
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "build_report",
     "load_reference",
     "print_report",
+    "reference_names",
     "render_html",
     "report_registry",
     "write_html",

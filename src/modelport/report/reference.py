@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["load_reference"]
+__all__ = ["load_reference", "reference_names"]
 
 
 def load_reference(path: str | Path, input_name: str | None = None) -> dict[str, np.ndarray]:
@@ -41,6 +41,19 @@ def load_reference(path: str | Path, input_name: str | None = None) -> dict[str,
     except (ValueError, OSError) as exc:
         raise ConfigError(f"cannot read reference data set {path}: {exc}") from exc
     raise ConfigError(f"reference data set {path.name}: use a .npz, .npy or .csv file")
+
+
+def reference_names(path: str | Path, input_name: str | None = None) -> dict[str, str]:
+    """Features' own names from a ``.csv`` reference taken as ``input_name`` (its header:
+    ``sepal_length,…`` names ``input[0]``, …); empty for other files."""
+    path = Path(path)
+    if input_name is None or path.suffix.lower() != ".csv":
+        return {}
+    with path.open(encoding="utf-8") as f:
+        header = [h.strip() for h in f.readline().strip().split(",")]
+    if len(header) == 1:
+        return {input_name: header[0]} if header[0] else {}
+    return {f"{input_name}[{j}]": name for j, name in enumerate(header) if name}
 
 
 def _features(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
