@@ -73,6 +73,7 @@ def assert_names_extra(result: subprocess.CompletedProcess[str], install: str) -
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
+    assert result.stderr.strip() == errors[0], result.stderr  # nothing else: no empty bar
     assert install in errors[0], errors[0]
 
 

@@ -43,13 +43,16 @@ def predict(
     progress = _progress(console)
     task = progress.add_task(input.name, total=None, start=False)
 
+    shown = False
+
     def start(total: int | None) -> None:
         # Only once the files opened: an error before that is one line, without a bar.
-        nonlocal started
+        nonlocal started, shown
         started = time.perf_counter()
         progress.update(task, total=total)
         progress.start_task(task)
         progress.start()
+        shown = True
 
     try:
         rows = predict_file(
@@ -62,7 +65,8 @@ def predict(
             on_rows=lambda n: progress.advance(task, n),
         )
     finally:
-        progress.stop()
+        if shown:  # stopping a bar never shown would print an empty line
+            progress.stop()
     elapsed = max(time.perf_counter() - started, 1e-9)
     console.print(
         f"wrote {rows:,} rows to {output} in {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s)"

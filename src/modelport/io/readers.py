@@ -86,6 +86,10 @@ class JsonlReader(Reader):
 
 
 class _ArrowReader(Reader):
+    def __init__(self, path: Path, batch_size: int) -> None:
+        require("pyarrow", extra="io")  # before any output is opened or progress shown
+        super().__init__(path, batch_size)
+
     def _batches(self) -> Iterator[Any]:
         raise NotImplementedError
 

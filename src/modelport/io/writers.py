@@ -141,6 +141,7 @@ class ParquetWriter(Writer):
     """Parquet; an output of shape [rows, k, ...] is a fixed-size list column."""
 
     def __init__(self, path: Path) -> None:
+        require("pyarrow", extra="io")  # before any input is read or progress shown
         super().__init__(path)
         self._writer: Any = None
 
