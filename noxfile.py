@@ -16,6 +16,19 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
+FLINK_PINS = [
+    "apache-flink==2.3.0",
+    "apache-beam==2.61.0",
+    "numpy<2.2",
+    "protobuf<6",
+    "grpcio<1.66",
+    "pyarrow<17",
+    "pandas<2.3",
+    "onnxruntime<1.24",
+    "onnx<1.20",
+    "setuptools<81",
+]
+"""A consistent set for the flink session, found by hand (tests/integrations/test_flink.py)."""
 BASE = ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.15"]  # onnx: tests/builders.py
 
 
@@ -71,7 +84,16 @@ def flink(session: nox.Session) -> None:
 
 
 def _engine(session: nox.Session, engine: str) -> None:
-    session.install("-e", f".[onnx,{engine}]", *BASE)
+    env = {}
+    if engine == "flink":
+        # apache-flink pins apache-beam<=2.61 (numpy<2.2, protobuf<6, grpcio<1.66, pyarrow<17):
+        # unpinned, pip backtracks through every Flink release for many minutes. Beam's dill and
+        # crcmod are source packages whose setup.py imports pkg_resources, which setuptools 81
+        # and later no longer have (their build environments take the constraints too).
+        constraints = Path(session.create_tmp()) / "flink-constraints.txt"
+        constraints.write_text("\n".join(FLINK_PINS) + "\n")
+        env["PIP_CONSTRAINT"] = str(constraints)
+    session.install("-e", f".[onnx,{engine}]", *BASE, env=env)
     session.run(
         "python",
         "-m",
