@@ -444,3 +444,24 @@ def test_records_are_flushed_at_exit_without_close(tmp_path: Path, open_log: Ope
     subprocess.run([sys.executable, "-c", script], check=True)
     with open_log(url, spool_dir=tmp_path / "s") as log:
         assert log.db.count("m") == 500
+
+
+def test_a_server_databases_default_spool_is_this_users_own(pg_url: str) -> None:
+    # A spool in a shared /tmp folder that another user made first was not writable: a
+    # non-root `modelport serve --log-db postgresql://...` could not start.
+    import os
+    import stat
+    import tempfile
+
+    from modelport.store.db import Database
+    from modelport.store.log import _open_spool
+
+    db = Database(pg_url)
+    try:
+        spool = _open_spool(db, None, 1024 * 1024)
+        parent = spool.directory.parent
+        assert parent == Path(tempfile.gettempdir()) / f"modelport-spool-{os.getuid()}"
+        assert stat.S_IMODE(parent.stat().st_mode) == 0o700 and parent.stat().st_uid == os.getuid()
+        spool.close()
+    finally:
+        db.dispose()

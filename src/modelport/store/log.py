@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import getpass
 import hashlib
 import logging
+import os
 import random
 import tempfile
 import threading
@@ -444,7 +446,12 @@ def _open_spool(db: Database, spool_dir: str | Path | None, limit: int) -> Spool
         base = Path(f"{db.engine.url.database}.spool")
     else:
         digest = hashlib.sha256(db.display_url.encode()).hexdigest()[:16]
-        base = Path(tempfile.gettempdir()) / "modelport-spool" / digest
+        # One folder per user (0700): another user's spool in the shared temp folder is
+        # neither writable nor any of this process's business.
+        user = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+        mine = Path(tempfile.gettempdir()) / f"modelport-spool-{user}"
+        mine.mkdir(mode=0o700, exist_ok=True)
+        base = mine / digest
     # Several worker processes may log to one database: each takes the first free folder,
     # which also picks up what a dead worker left behind.
     for k in range(64):
