@@ -48,7 +48,7 @@ def test_deployment_variables_named_like_flags_do_not_act_as_flags(tiny_onnx: Pa
     assert not any("modelport 0" in line["message"] for line in logs.lines)
     budget = cpu_budget()
     threads = budget.threads()
-    said = f"{threads} thread(s) per model call ({budget.describe()})"
+    said = f"{threads} thread(s) per model call by default ({budget.describe()})"
     assert logs.count(said, threads=threads) == 1
 
 
@@ -69,5 +69,6 @@ def test_a_repository_and_workers_are_announced_once(tmp_path: Path, tiny_onnx: 
     # The CPU budget is shared among the workers (one thread each at least).
     budget = cpu_budget()
     threads = budget.threads(workers=2)
-    said = f"{threads} thread(s) per model call ({budget.describe()} (2 worker processes))"
+    where = f"{budget.describe()} (2 worker processes)"
+    said = f"{threads} thread(s) per model call by default ({where})"
     assert logs.count(said, threads=threads) == 1

@@ -220,7 +220,7 @@ def _announce(
     log.info(f"serving {listed}", extra={"models": models})
     threads = settings.runtime_options()["intra_op_threads"]
     where = "--threads" if settings.threads is not None else f"{cpu_budget().describe()}{workers}"
-    log.info(f"{threads} thread(s) per model call ({where})", extra={"threads": threads})
+    log.info(f"{threads} thread(s) per model call by default ({where})", extra={"threads": threads})
 
 
 def _host_port(host: str, port: int) -> str:
