@@ -15,11 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidInputError, ModelportError
+from ..errors import InvalidInputError
 from ..protocol.codec import encode_error
 from ..runtime.dataplane import DataPlane
 from ..settings import Settings
-from .errors import PayloadTooLargeError, private_message, status_for
+from .errors import PayloadTooLargeError, internal_error, status_for
 from .http import Receive, Request, Response, Route, Scope, Send
 from .metrics import PrometheusMetrics
 from .rest import ROUTES
@@ -163,23 +163,18 @@ class App:
 
     def _error_response(self, exc: Exception, request: Request) -> Response:
         status = status_for(exc).http
-        if isinstance(exc, ModelportError):
-            message = str(exc)
-        else:
-            message = f"internal error: {type(exc).__name__}: {exc}"
+        path = request.scope["path"]
         if status == 500:  # 503/504 are load, not faults: counted in metrics, not logged
-            log.error(
-                "request failed",
-                exc_info=not isinstance(exc, ModelportError) or exc.__cause__ is not None,
-                extra={
-                    "request_id": request.request_id,
-                    "path": request.scope["path"],
-                    "error": message,
-                },
+            message = internal_error(
+                exc,
+                model=request.params.get("name"),
+                request_id=request.request_id,
+                # The admin API answers its (authenticated) operator in full.
+                expose=self.settings.expose_errors or path.startswith("/admin"),
+                path=path,
             )
-            # The admin API answers its (authenticated) operator in full.
-            if not self.settings.expose_errors and not request.scope["path"].startswith("/admin"):
-                message = private_message(request.params.get("name"), request.request_id)
+        else:
+            message = str(exc)
         response = _error(status, message)
         if status == 503:
             retry = getattr(exc, "retry_after", 1.0)

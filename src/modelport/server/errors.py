@@ -7,11 +7,21 @@ no transport.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import logging
+from typing import Any, NamedTuple
 
 from .. import errors
 
-__all__ = ["ERROR_TABLE", "PayloadTooLargeError", "Status", "private_message", "status_for"]
+__all__ = [
+    "ERROR_TABLE",
+    "PayloadTooLargeError",
+    "Status",
+    "internal_error",
+    "private_message",
+    "status_for",
+]
+
+log = logging.getLogger("modelport.server")
 
 
 class PayloadTooLargeError(errors.InvalidInputError):
@@ -52,8 +62,31 @@ def status_for(exc: BaseException) -> Status:
     return _INTERNAL
 
 
+
 def private_message(model: str | None, request_id: str | None) -> str:
     """What a caller is told of an internal error (its class, message and any paths in it go to
     the server's log, under the request id): the model that failed, and the id to ask about."""
     what = f"model {model!r} failed" if model else "internal error"
     return f"{what} (request id {request_id})" if request_id else what
+
+
+def internal_error(
+    exc: BaseException,
+    *,
+    model: str | None,
+    request_id: str | None,
+    expose: bool,
+    **context: Any,
+) -> str:
+    """Log an internal error (a 500, gRPC ``INTERNAL``) with its request id, and return what
+    the caller is told: :func:`private_message`, or the error itself when ``expose``."""
+    if isinstance(exc, errors.ModelportError):
+        detail = str(exc)
+    else:
+        detail = f"internal error: {type(exc).__name__}: {exc}"
+    log.error(
+        "request failed",
+        exc_info=not isinstance(exc, errors.ModelportError) or exc.__cause__ is not None,
+        extra={"request_id": request_id, "model": model, "error": detail, **context},
+    )
+    return detail if expose else private_message(model, request_id)

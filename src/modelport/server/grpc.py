@@ -29,7 +29,8 @@ from ..protocol import grpc_codec as codec
 from ..protocol.grpc_codec import pb
 from ..runtime.dataplane import DataPlane, new_id
 from ..settings import Settings
-from .errors import private_message, status_for
+from .errors import internal_error, status_for
+from .http import host_port
 from .metrics import PrometheusMetrics
 
 require("grpc", extra="serve")
@@ -140,17 +141,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             status = status_for(exc).grpc
             if status != "INTERNAL":
                 raise
-            error = str(exc) if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
-            log.error(
-                "request failed",
-                exc_info=not isinstance(exc, ModelportError) or exc.__cause__ is not None,
-                extra={"request_id": request_id or None, "model": name, "error": error},
+            told = internal_error(
+                exc, model=name, request_id=request_id or None, expose=self.settings.expose_errors
             )
-            if not self.settings.expose_errors:
-                raise PredictionError(private_message(name, request_id)) from None
-            if not isinstance(exc, ModelportError):
-                raise PredictionError(f"internal error: {error}") from exc
-            raise
+            raise PredictionError(told) from None
         finally:
             self.in_flight -= 1
             seconds = time.perf_counter() - started
@@ -237,10 +231,6 @@ class _Served:
 _SERVED: weakref.WeakKeyDictionary[Any, _Served] = weakref.WeakKeyDictionary()
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
 async def start_grpc_server(
     dataplane: DataPlane, host: str, port: int, settings: Settings | None = None
 ) -> Any:
@@ -276,14 +266,14 @@ async def start_grpc_server(
             "protobuf",
             _HEALTH_ERROR,
         )
-    address = _address(host, port)
+    address = host_port(host, port)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
     await server.start()
     _SERVED[server] = _Served(health, bound)
-    log.debug("gRPC listening", extra={"address": _address(host, bound)})
+    log.debug("gRPC listening", extra={"address": host_port(host, bound)})
     return server
 
 

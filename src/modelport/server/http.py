@@ -27,6 +27,7 @@ __all__ = [
     "Route",
     "Scope",
     "Send",
+    "host_port",
     "json_response",
 ]
 
@@ -116,3 +117,8 @@ def json_response(
     if extra:
         headers.extend(extra)
     return Response(status, headers, body)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as clients write it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"

@@ -28,6 +28,7 @@ from ..runtime.dataplane import DataPlane
 from ..runtime.repository import discover
 from ..settings import Settings
 from .app import create_app
+from .http import host_port
 from .metrics import PrometheusMetrics
 from .protocol import http_protocol
 
@@ -206,12 +207,12 @@ def _announce(
 ) -> None:
     """A line per listener and one naming the models and their versions."""
     workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
-    url = f"http://{_host_port(settings.host, http.getsockname()[1])}"
+    url = f"http://{host_port(settings.host, http.getsockname()[1])}"
     log.info(f"HTTP listening on {url}{workers}", extra={"url": url})
     if grpc_server is not None:
         from .grpc import bound_port
 
-        address = _host_port(settings.host, bound_port(grpc_server))
+        address = host_port(settings.host, bound_port(grpc_server))
         log.info(f"gRPC listening on {address}{workers}", extra={"address": address})
     models: dict[str, list[str]] = {}
     for runner in dataplane.registry.runners():
@@ -221,10 +222,6 @@ def _announce(
     threads = settings.runtime_options()["intra_op_threads"]
     where = "--threads" if settings.threads is not None else f"{cpu_budget().describe()}{workers}"
     log.info(f"{threads} thread(s) per model call by default ({where})", extra={"threads": threads})
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind(host: str, port: int) -> socket.socket:
