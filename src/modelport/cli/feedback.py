@@ -3,6 +3,7 @@ logged predictions."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,13 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, Any, Any]]:
+def read_rows(path: Path) -> Iterator[tuple[int, Any, Any] | dict[str, Any]]:
     """``(line, request_id, value)`` of a ``.csv``/``.tsv`` with ``request_id`` and ``value``
-    columns (values as on the command line), or a ``.jsonl`` of such objects."""
+    columns (values as on the command line), or a ``.jsonl`` of such objects; a line that is
+    not one comes as its refusal (``store.records.refusal``)."""
     import json
+
+    from ..store.records import refusal
 
     suffix = path.suffix.lower()
     try:
@@ -47,10 +51,10 @@ def read_rows(path: Path) -> Iterator[tuple[int, Any, Any]]:
                     try:
                         row = json.loads(text)
                     except ValueError as exc:
-                        yield line, None, ConfigError(f"not JSON: {exc}")
+                        yield refusal(line, None, f"not JSON: {exc}")
                         continue
                     if not isinstance(row, dict):
-                        yield line, None, ConfigError("not a JSON object {request_id, value}")
+                        yield refusal(line, None, "not a JSON object {request_id, value}")
                         continue
                     yield line, row.get("request_id"), row.get("value")
                 return
@@ -107,13 +111,11 @@ def feedback(
             return
         stored, refused = 0, []
         chunk: list[tuple[int, Any, Any]] = []
-        for item in [*read_rows(file), None]:
-            if item is not None:
-                line, rid, truth = item
-                if isinstance(truth, ConfigError):
-                    refused.append({"index": line, "request_id": rid, "error": str(truth)})
-                else:
-                    chunk.append(item)
+        for item in itertools.chain(read_rows(file), [None]):  # streamed; None: the end
+            if isinstance(item, dict):  # a line that was not a row
+                refused.append(item)
+            elif item is not None:
+                chunk.append(item)
             if chunk and (item is None or len(chunk) == CHUNK):
                 n, errors = store_feedback_many(db, chunk, model=model)
                 stored, chunk = stored + n, []

@@ -277,6 +277,8 @@ class DataPlane:
     ) -> tuple[int, list[dict[str, Any]]]:
         """Store many ``(index, request_id, value)`` for model ``name``; return how many were
         stored and one ``{"index", "request_id", "error"}`` per refused item."""
+        from ..store.records import refusal
+
         model = self.registry.get(name).model
         log = self._feedback_log()
         errors: list[dict[str, Any]] = []
@@ -285,7 +287,7 @@ class DataPlane:
             try:
                 good.append((i, request_id, model.truth(value)))
             except InvalidInputError as exc:
-                errors.append({"index": i, "request_id": request_id, "error": str(exc)})
+                errors.append(refusal(i, request_id, exc))
         stored, refused = await log.afeedback_many(good, model=name)
         return stored, errors + refused
 

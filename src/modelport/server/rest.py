@@ -157,6 +157,8 @@ async def feedback(request: Request) -> Response:
         raise InvalidInputError(
             f"bulk feedback has {len(body)} items; at most {MAX_BULK_FEEDBACK} a request"
         )
+    from ..store.records import refusal
+
     items: list[tuple[int, Any, Any]] = []
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(body):
@@ -164,7 +166,7 @@ async def feedback(request: Request) -> Response:
             items.append((i, *_feedback_pair(item, f"feedback[{i}]")))
         except InvalidInputError as exc:
             rid = item.get("request_id") if isinstance(item, dict) else None
-            errors.append({"index": i, "request_id": rid, "error": str(exc)})
+            errors.append(refusal(i, rid, exc))
     stored, refused = await request.app.dataplane.feedback_many(name, items)
     errors = sorted(errors + refused, key=lambda e: int(e["index"]))
     return json_response(200, {"model": name, "stored": stored, "errors": errors})

@@ -12,12 +12,9 @@ from ..errors import (
     UnknownRequestError,
 )
 from .db import Database, is_disconnect
-from .records import validate_feedback
+from .records import FeedbackError, refusal, validate_feedback
 
-__all__ = ["FeedbackError", "read_predictions", "store_feedback", "store_feedback_many"]
-
-FeedbackError = dict[str, Any]
-"""One refused row of a bulk feedback: ``{"index", "request_id", "error"}``."""
+__all__ = ["read_predictions", "store_feedback", "store_feedback_many"]
 
 
 def store_feedback(
@@ -54,7 +51,7 @@ def store_feedback_many(
     (:class:`StoreUnavailableError`), storing nothing.
     """
     stored, refused = _store(db, items, model, flush, why_unknown)
-    errors = [{"index": i, "request_id": rid, "error": str(exc)} for i, rid, exc in refused]
+    errors = [refusal(i, rid, exc) for i, rid, exc in refused]
     return len(stored), errors
 
 

@@ -22,9 +22,11 @@ from ..errors import InvalidInputError
 __all__ = [
     "MAX_METADATA_BYTES",
     "RESERVED_METADATA_KEYS",
+    "FeedbackError",
     "PredictionRecord",
     "new_record_id",
     "new_record_ids",
+    "refusal",
     "validate_feedback",
     "validate_metadata",
 ]
@@ -120,6 +122,16 @@ def validate_metadata(value: Any, what: str = "metadata") -> dict[str, Any]:
             f"{what} key(s) {reserved} are reserved for shadow answers; use other names"
         )
     return value
+
+
+FeedbackError = dict[str, Any]
+"""One refused row of a bulk feedback: ``{"index", "request_id", "error"}``."""
+
+
+def refusal(index: int, request_id: Any, error: object) -> FeedbackError:
+    """The :data:`FeedbackError` for item ``index`` (every layer of a bulk feedback reports
+    refusals alike)."""
+    return {"index": index, "request_id": request_id, "error": str(error)}
 
 
 def validate_feedback(request_id: Any, value: Any) -> tuple[str, Any]:
