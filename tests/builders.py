@@ -89,3 +89,266 @@ def onnx_multi_io(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+# -- models with a request signature apart from their tensors (the contract's batch hooks) ----
+
+CORPUS = [
+    "the model answers every request",
+    "a tokenizer pads each batch once",
+    "texts of different lengths join one batch",
+    "short text",
+    "the server batches requests from many clients",
+    "every front door runs the same contract",
+    "hello world",
+    "a longer sentence with several more words than the others in this corpus",
+]
+TEXT_DIM = 16
+
+
+def train_tokenizer(path: Path) -> Path:
+    """A word-level tokenizer trained on :data:`CORPUS` (ids 0 and 1: ``[PAD]``, ``[UNK]``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(
+        CORPUS, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"])
+    )
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    tokenizer.enable_truncation(max_length=64)
+    tokenizer.save(str(path))
+    return path
+
+
+def onnx_attention_encoder(path: Path, vocab: int, dim: int = TEXT_DIM, seed: int = 0) -> Path:
+    """A tiny randomly initialised transformer layer (embedding, one masked self-attention head
+    with a residual, a tanh projection): ``input_ids``, ``attention_mask`` INT64 [batch, seq]
+    → ``hidden`` FP32 [batch, seq, dim]; both axes dynamic."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name
+        )
+
+    inits = [
+        weight("emb", vocab, dim),
+        weight("wq", dim, dim),
+        weight("wk", dim, dim),
+        weight("wv", dim, dim),
+        weight("wo", dim, dim),
+        numpy_helper.from_array(np.array(1 / np.sqrt(dim), np.float32), "scale"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array(-1e9, np.float32), "neg"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+    ]
+    node = helper.make_node
+    nodes = [
+        node("Gather", ["emb", "input_ids"], ["e"]),
+        node("MatMul", ["e", "wq"], ["q"]),
+        node("MatMul", ["e", "wk"], ["k"]),
+        node("MatMul", ["e", "wv"], ["v"]),
+        node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        node("MatMul", ["q", "kt"], ["s0"]),
+        node("Mul", ["s0", "scale"], ["s1"]),
+        node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        node("Sub", ["one", "m"], ["pad"]),
+        node("Mul", ["pad", "neg"], ["bias"]),
+        node("Unsqueeze", ["bias", "axis1"], ["bias3"]),
+        node("Add", ["s1", "bias3"], ["s2"]),
+        node("Softmax", ["s2"], ["att"], axis=-1),
+        node("MatMul", ["att", "v"], ["ctx"]),
+        node("Add", ["e", "ctx"], ["h0"]),
+        node("MatMul", ["h0", "wo"], ["h1"]),
+        node("Tanh", ["h1"], ["hidden"]),
+    ]
+    ids = ["batch", "seq"]
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ids),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ids),
+        ],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [*ids, dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+TEXT_MODEL = '''
+"""Sentence embeddings: texts in, mean-pooled hidden states out. Tokenising and pooling are
+the batch hooks, so texts of any length join one batch and are padded once."""
+
+import numpy as np
+
+import modelport
+from modelport.model import as_texts
+
+
+class TextEncoder(modelport.Model):
+    request_signature = modelport.Signature(
+        inputs=[modelport.TensorSpec("text", "BYTES", (-1,))],
+        outputs=[modelport.TensorSpec("embedding", "FP32", (-1, {dim}))],
+    )
+    calls = []  # (rows, padded length) of each model call, for the tests
+
+    def load(self):
+        super().load()
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(self.path.parent / "tokenizer.json"))
+
+    def preprocess_batch(self, inputs):
+        texts = as_texts(inputs["text"])
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise modelport.InvalidInputError(f"text {{empty[0]}} of the batch is empty")
+        encoded = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        type(self).calls.append(ids.shape)
+        return {{"input_ids": ids, "attention_mask": mask}}
+
+    def postprocess_batch(self, outputs, inputs):
+        mask = inputs["attention_mask"][..., None].astype(np.float32)
+        pooled = (outputs["hidden"] * mask).sum(axis=1) / mask.sum(axis=1)
+        return {{"embedding": pooled.astype(np.float32)}}
+'''
+
+
+def text_model(directory: Path, batching: str = "{max_batch_size: 64}") -> Path:
+    """A text-embedding model directory: ``model.onnx`` (a tiny transformer), a tokenizer
+    trained here, and a ``model.py`` whose batch hooks tokenise and mean-pool."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(directory / "tokenizer.json")
+    vocab = len(json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"])
+    onnx_attention_encoder(directory / "model.onnx", vocab)
+    (directory / "model.py").write_text(TEXT_MODEL.format(dim=TEXT_DIM))
+    (directory / "modelport.yaml").write_text(
+        f"name: {directory.name}\nbatching: {batching}\nruntime: {{intra_op_threads: 1}}\n"
+    )
+    return directory
+
+
+IMAGE_MODEL = '''
+"""Images as PNG/JPEG bytes in, a class and its scores out."""
+
+import base64
+import io
+
+import numpy as np
+
+import modelport
+
+
+class Thumbnail(modelport.Model):
+    request_signature = modelport.Signature(
+        inputs=[modelport.TensorSpec("image", "BYTES", (-1,))],
+        outputs=[
+            modelport.TensorSpec("label", "INT64", (-1,)),
+            modelport.TensorSpec("scores", "FP32", (-1, 3)),
+        ],
+    )
+
+    def preprocess(self, payload):
+        """Plain JSON carries an image as base64 text: {"image": "iVBOR..."}."""
+        if isinstance(payload, dict):
+            payload = payload.get("image")
+        items = payload if isinstance(payload, list) else [payload]
+        try:
+            return {"image": [base64.b64decode(i, validate=True) for i in items]}
+        except (TypeError, ValueError):
+            raise modelport.InvalidInputError('"image" must be base64 text') from None
+
+    def preprocess_batch(self, inputs):
+        from PIL import Image, UnidentifiedImageError
+
+        rows = []
+        for i, data in enumerate(inputs["image"].tolist()):
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    small = image.convert("L").resize((8, 8))
+            except (UnidentifiedImageError, OSError):
+                raise modelport.InvalidInputError(f"image {i} is not a PNG or JPEG") from None
+            rows.append(np.asarray(small, dtype=np.float32).reshape(-1) / 255.0)
+        return {"x": np.stack(rows)}
+
+    def postprocess_batch(self, outputs, inputs):
+        y = outputs["y"]
+        scores = np.exp(y - y.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        return {"label": scores.argmax(axis=1).astype(np.int64), "scores": scores}
+'''
+
+
+def image_model(directory: Path) -> Path:
+    """Image classification: PNG bytes → 8x8 grey → an ONNX MLP (64 → 3) → softmax."""
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx_mlp(directory / "model.onnx", (64, 16, 3), seed=3)
+    (directory / "model.py").write_text(IMAGE_MODEL)
+    (directory / "modelport.yaml").write_text(f"name: {directory.name}\n")
+    return directory
+
+
+def png(seed: int, size: int = 12) -> bytes:
+    """A small deterministic RGB PNG."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+FIELDS_MODEL = '''
+"""Named JSON fields in (two numbers and a city), a score out."""
+
+import numpy as np
+
+import modelport
+from modelport.model import as_texts
+
+CITIES = ["paris", "lyon", "nice"]
+
+
+class Fields(modelport.Model):
+    request_signature = modelport.Signature(
+        inputs=[
+            modelport.TensorSpec("age", "FP32", (-1,)),
+            modelport.TensorSpec("income", "FP32", (-1,)),
+            modelport.TensorSpec("city", "BYTES", (-1,)),
+        ],
+        outputs=[modelport.TensorSpec("score", "FP32", (-1,))],
+    )
+
+    def preprocess_batch(self, inputs):
+        cities = as_texts(inputs["city"])
+        onehot = np.array([[c == k for k in CITIES] for c in cities], dtype=np.float32)
+        numbers = np.stack([inputs["age"] / 100, inputs["income"] / 1e5], axis=1)
+        return {"x": np.concatenate([numbers.astype(np.float32), onehot], axis=1)}
+
+    def postprocess_batch(self, outputs, inputs):
+        return {"score": outputs["y"][:, 0] - outputs["y"][:, 1]}
+'''
+
+
+def fields_model(directory: Path) -> Path:
+    """Named fields → features in ``preprocess_batch`` → an ONNX MLP (5 → 2) → one score."""
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx_mlp(directory / "model.onnx", (5, 8, 2), seed=4)
+    (directory / "model.py").write_text(FIELDS_MODEL)
+    (directory / "modelport.yaml").write_text(f"name: {directory.name}\n")
+    return directory

@@ -12,7 +12,10 @@ Example::
     signature:
       inputs:  [{name: features, datatype: FP32, shape: [-1, 4]}]
       outputs: [{name: label, datatype: INT64, shape: [-1]}]
-    batching: {max_batch_size: 64, max_queue_delay_ms: 2}
+    request_signature:            # what callers send, when model.py's batch hooks convert
+      inputs:  [{name: text, datatype: BYTES, shape: [-1]}]
+      outputs: [{name: embedding, datatype: FP32, shape: [-1, 384]}]
+    batching: {max_batch_size: 64, max_queue_delay_ms: 2, bucket_size: 0}
     runtime: {intra_op_threads: 1}
     warmup: {batch_sizes: [1, 8]}
 """
@@ -42,6 +45,9 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_queue_delay_ms: float = 1.0
     max_queue_size: int = 1024
+    bucket_size: int = 0
+    """For sequence models with batch hooks: sort a batch's rows by length and run them in
+    groups of this many, each padded to its own longest row; 0 runs the batch whole."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class ModelConfig:
     model_class: str | None = None
     trust: bool = False
     signature: Signature | None = None
+    request_signature: Signature | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     runtime: Mapping[str, Any] = field(default_factory=dict)
     warmup: Mapping[str, Any] = field(default_factory=dict)
@@ -102,6 +109,7 @@ def _schema() -> Any:
         max_batch_size: int = Field(default=32, ge=0)
         max_queue_delay_ms: float = Field(default=1.0, ge=0)
         max_queue_size: int = Field(default=1024, ge=1)
+        bucket_size: int = Field(default=0, ge=0)
 
     class _Warmup(BaseModel):
         model_config = ConfigDict(extra="forbid")  # a misspelt key must not be ignored
@@ -119,6 +127,7 @@ def _schema() -> Any:
         model_class: str | None = None
         trust: bool = False
         signature: _Signature | None = None
+        request_signature: _Signature | None = None
         batching: _Batching = _Batching()
         runtime: dict[str, Any] = {}
         warmup: _Warmup = _Warmup()
@@ -145,9 +154,11 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
             for err in exc.errors()
         )
         raise ConfigError(f"{source}: {problems}") from None
-    signature = None
+    signature = request_signature = None
     if parsed.signature is not None:
         signature = Signature.from_dict(parsed.signature.model_dump())
+    if parsed.request_signature is not None:
+        request_signature = Signature.from_dict(parsed.request_signature.model_dump())
     return ModelConfig(
         name=parsed.name,
         version=None if parsed.version is None else str(parsed.version),
@@ -157,6 +168,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         model_class=parsed.model_class,
         trust=parsed.trust,
         signature=signature,
+        request_signature=request_signature,
         batching=BatchingConfig(**parsed.batching.model_dump()),
         runtime=parsed.runtime,
         warmup=parsed.warmup.model_dump(exclude_unset=True),

@@ -1,9 +1,14 @@
 """The model contract: ``load`` → ``preprocess`` → ``predict`` (on a batch) → ``postprocess``.
 
 Every runtime (ONNX, PyTorch, TensorFlow, scikit-learn, XGBoost, LightGBM, plain Python) is a
-subclass of :class:`Model`, and so is a user's ``model.py``. Front doors (the server, Lambda,
-the pipeline integrations) only ever call :meth:`Model.predict_batch`, which takes and returns
-named arrays, and the user-facing hooks around it.
+subclass of :class:`Model`, and so is a user's ``model.py``. The hooks come in two grains:
+
+- per batch, at every front door: :meth:`Model.predict_batch` runs :meth:`~Model.preprocess_batch`
+  → :meth:`~Model.predict` → :meth:`~Model.postprocess_batch` on the rows of many requests
+  (after dynamic batching), request tensors in and out (the :attr:`~Model.request_signature`);
+- per payload, at the doors that take plain JSON (``model(payload)``, ``/predict``, Lambda,
+  the pipelines): :meth:`~Model.preprocess` turns one payload into request tensors and
+  :meth:`~Model.postprocess` one request's outputs into its answer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from .config import BatchingConfig, ModelConfig
 from .errors import CorruptArtifactError, InvalidInputError, ModelportError, PredictionError
 from .signature import Signature, TensorSpec
 
-__all__ = ["Inputs", "Model", "Outputs"]
+__all__ = ["Inputs", "Model", "Outputs", "as_bytes", "as_texts"]
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 """Named arrays, or one array for a single-input model."""
@@ -31,18 +36,28 @@ class Model:
     Subclasses override what they need:
 
     - :meth:`load` loads the weights (called once, before the first prediction);
-    - :meth:`preprocess` turns a raw payload (JSON-like values, text, bytes) into inputs;
+    - :meth:`preprocess_batch` turns the request tensors of a batch (e.g. texts) into the
+      framework's tensors (token ids, padded once to the batch's longest row);
     - :meth:`predict` runs the framework on a batch (first dimension), named inputs to named
       outputs;
-    - :meth:`postprocess` turns outputs into the answer a caller wants.
+    - :meth:`postprocess_batch` turns the framework's outputs into request outputs, one row
+      per request row (e.g. mean-pooled embeddings);
+    - :meth:`preprocess` and :meth:`postprocess` turn one plain-JSON payload into request
+      tensors and one request's outputs into the answer a caller wants.
 
-    ``model(payload)`` runs all three. ``signature`` declares the named inputs and outputs.
+    ``model(payload)`` runs them all. :attr:`signature` declares the framework's tensors,
+    :attr:`request_signature` what callers send and get when that differs.
     """
 
     framework: ClassVar[str] = "python"
     """The runtime's name, reported as ``platform`` in V2 metadata."""
     signature: Signature | None = None
-    """Declared inputs and outputs; a class attribute, ``modelport.yaml`` or the runtime sets it."""
+    """The framework's tensors (what :meth:`predict` takes and returns); a class attribute,
+    ``modelport.yaml`` or the runtime sets it."""
+    request_signature: Signature | None = None
+    """What callers send and get over the tensor protocols (V2 REST and gRPC, pipelines) when
+    it differs from :attr:`signature`, e.g. ``text`` BYTES ``[-1]`` in, ``embedding`` out,
+    for a model whose :meth:`preprocess_batch` tokenises. None: the same as :attr:`signature`."""
     labels: Sequence[str] | None = None
     """A classifier's class names: ``labels[i]`` names class ``i`` of its first output, so
     feedback may give the class by name as well as by index."""
@@ -64,6 +79,8 @@ class Model:
         self.description: str = self.config.description
         if self.config.signature is not None:
             self.signature = self.config.signature
+        if self.config.request_signature is not None:
+            self.request_signature = self.config.request_signature
         self.batching: BatchingConfig = self.config.batching
         self.loaded = False
 
@@ -73,23 +90,117 @@ class Model:
         """Load the weights. Runtimes override this; called once by :meth:`ensure_loaded`."""
 
     def preprocess(self, payload: Any) -> Inputs:
-        """Raw request data to model inputs. By default, arrays as declared by the signature."""
+        """One plain-JSON payload to request tensors. By default, arrays as the request
+        signature declares them (see :meth:`to_inputs`)."""
         return self.to_inputs(payload)
+
+    def preprocess_batch(self, inputs: dict[str, np.ndarray]) -> Mapping[str, Any]:
+        """The request tensors of a batch (rows of many requests) to the framework's tensors.
+
+        By default unchanged. Entries the :attr:`signature` does not declare (e.g. a
+        tokeniser's offsets) are not given to :meth:`predict`, only to
+        :meth:`postprocess_batch`.
+        """
+        return inputs
 
     def predict(self, inputs: Inputs) -> Any:
         """Run the model on a batch: named arrays in, named arrays out."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict()")
 
+    def postprocess_batch(self, outputs: Outputs, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The framework's outputs for a batch to request outputs, one row per request row.
+
+        ``inputs`` is what :meth:`preprocess_batch` returned (attention masks, offsets). By
+        default the outputs unchanged.
+        """
+        return outputs
+
     def postprocess(self, outputs: Any) -> Any:
-        """Model outputs to the caller's answer. By default the outputs unchanged."""
+        """One request's outputs to the caller's answer. By default unchanged."""
         return outputs
 
     def __call__(self, payload: Any) -> Any:
-        """``postprocess(predict(preprocess(payload)))``."""
+        """The whole contract on one payload, as ``/predict`` runs it (without batching):
+        ``postprocess(postprocess_batch(predict(preprocess_batch(preprocess(payload)))))``."""
         self.ensure_loaded()
-        inputs = self.preprocess(payload)
-        outputs = self.predict(inputs)
-        return self.postprocess(outputs)
+        inputs, single = self.request_inputs(self.preprocess(payload))
+        return self.postprocess(maybe_single(self.predict_batch(inputs), single))
+
+    @property
+    def served_signature(self) -> Signature | None:
+        """The signature callers see: :attr:`request_signature`, else :attr:`signature`."""
+        return self.request_signature or self.signature
+
+    @property
+    def batch_hooks(self) -> bool:
+        """Whether this model defines :meth:`preprocess_batch` or :meth:`postprocess_batch`."""
+        cls = type(self)
+        return (
+            cls.preprocess_batch is not Model.preprocess_batch
+            or cls.postprocess_batch is not Model.postprocess_batch
+        )
+
+    def predict_batch(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        """The per-batch contract: request tensors in, request tensors out, one row per row.
+
+        ``preprocess_batch`` → :meth:`predict_tensors` → ``postprocess_batch``; with
+        ``batching.bucket_size`` set, the rows are first sorted by length and run in groups
+        of that many, so each group pads only to its own longest row.
+        """
+        if not self.batch_hooks:
+            return self.predict_tensors(inputs)
+        bucket = self.batching.bucket_size
+        rows = _rows(inputs)
+        if bucket <= 0 or rows <= bucket:
+            return self._run_hooks(dict(inputs))
+        order = np.argsort(self.row_lengths(inputs), kind="stable")
+        parts = [
+            self._run_hooks({k: v[order[i : i + bucket]] for k, v in inputs.items()})
+            for i in range(0, rows, bucket)
+        ]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(rows)
+        return {name: np.concatenate([p[name] for p in parts])[inverse] for name in parts[0]}
+
+    def row_lengths(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each row's length, for bucketing: of its first input, in characters or bytes for
+        text, else its count of non-zero entries (padding is zeros)."""
+        first = next(iter(inputs.values()))
+        if first.dtype.kind in "OSU":
+            return np.fromiter((len(v) for v in first.reshape(len(first), -1)[:, 0]), int)
+        return np.asarray(np.count_nonzero(first.reshape(len(first), -1), axis=1))
+
+    def _run_hooks(self, inputs: dict[str, np.ndarray]) -> Outputs:
+        rows = _rows(inputs)
+        tensors = dict(self.preprocess_batch(inputs))
+        feed = tensors
+        if self.signature is not None and self.signature.inputs:
+            feed = {k: v for k, v in tensors.items() if self.signature.input(k) is not None}
+        outputs = self.predict_tensors(feed)
+        result = self.postprocess_batch(outputs, tensors)
+        named = {str(k): np.asarray(v) for k, v in result.items()}
+        for key, array in named.items():
+            if array.ndim == 0 or array.shape[0] != rows:
+                raise PredictionError(
+                    f"model {self.name!r}: postprocess_batch returned {key!r} with shape "
+                    f"{list(array.shape)} for {rows} request rows; it must return one row "
+                    "per request row"
+                )
+        return named
+
+    def request_inputs(self, raw: Inputs) -> tuple[dict[str, np.ndarray], bool]:
+        """``(named request tensors, was_single)`` from what :meth:`preprocess` returned:
+        lists become arrays of the request signature's datatypes."""
+        sig = self.served_signature
+        if isinstance(raw, Mapping):
+            return {
+                name: value
+                if isinstance(value, np.ndarray) and (sig is None or sig.input(name) is None)
+                else self._as_array(sig, name, value)
+                for name, value in raw.items()
+            }, False
+        name = self.single_input_name(sig)
+        return {name: self._as_array(sig, name, raw)}, True
 
     def truth(self, value: Any) -> Any:
         """Feedback ``value`` in the space of the first output, which the report compares it
@@ -145,8 +256,9 @@ class Model:
             self.loaded = True
         return self
 
-    def predict_batch(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
-        """:meth:`predict` with the canonical form: a dict of arrays in, a dict of arrays out.
+    def predict_tensors(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
+        """:meth:`predict` with the canonical form: a dict of the framework's arrays in, a dict
+        of arrays out (no batch hooks: what an export is checked against).
 
         Input names are checked against the signature first (missing and unexpected ones
         are an :class:`~modelport.errors.InvalidInputError` naming both).
@@ -173,39 +285,44 @@ class Model:
             return dict(zip(output_names_of(self, len(result)), result))
         return {names[0] if names else "output_0": np.asarray(result)}
 
-    def single_input_name(self) -> str:
-        """The name of the only input (for calls that pass one bare array)."""
-        if self.signature and self.signature.inputs:
-            if len(self.signature.inputs) != 1:
+    def single_input_name(self, signature: Signature | None = None) -> str:
+        """The name of the only input of ``signature`` (by default the framework's), for
+        calls that pass one bare array."""
+        sig = signature if signature is not None else self.signature
+        if sig and sig.inputs:
+            if len(sig.inputs) != 1:
                 raise InvalidInputError(
-                    f"model {self.name!r} has {len(self.signature.inputs)} inputs "
-                    f"{self.signature.input_names}; pass a dict of named arrays"
+                    f"model {self.name!r} has {len(sig.inputs)} inputs "
+                    f"{sig.input_names}; pass a dict of named arrays"
                 )
-            return self.signature.inputs[0].name
+            return sig.inputs[0].name
         return "input_0"
 
-    def to_inputs(self, data: Any) -> dict[str, np.ndarray]:
-        """Coerce a payload into named arrays, cast to the signature's datatypes.
+    def to_inputs(self, data: Any, signature: Signature | None = None) -> dict[str, np.ndarray]:
+        """Coerce a payload into named arrays, cast to the datatypes of ``signature`` (by
+        default the request signature); text for a BYTES input becomes UTF-8 bytes, as V2
+        delivers it.
 
         Accepts a mapping of name to array-like, a single array-like for a single-input
         model, or a list of row mappings (``[{"a": 1, "b": 2}, ...]``) for column inputs.
         """
+        sig = signature if signature is not None else self.served_signature
         if isinstance(data, Mapping):
             raw = dict(data)
         elif isinstance(data, list) and data and all(isinstance(r, Mapping) for r in data):
             keys = list(data[0])
             raw = {k: [r.get(k) for r in data] for k in keys}
         else:
-            raw = {self.single_input_name(): data}
-        return {name: self._as_array(name, value) for name, value in raw.items()}
+            raw = {self.single_input_name(sig): data}
+        return {name: self._as_array(sig, name, value) for name, value in raw.items()}
 
-    def _as_array(self, name: str, value: Any) -> np.ndarray:
-        spec: TensorSpec | None = self.signature.input(name) if self.signature else None
+    def _as_array(self, sig: Signature | None, name: str, value: Any) -> np.ndarray:
+        spec: TensorSpec | None = sig.input(name) if sig else None
         try:
             if spec is None:
                 return np.asarray(value)
             if spec.datatype == "BYTES":
-                array = np.asarray(value, dtype=object)
+                array = as_bytes(np.asarray(value, dtype=object))
             else:
                 array = np.asarray(value)
                 if array.dtype != spec.dtype:
@@ -224,8 +341,9 @@ class Model:
             raise InvalidInputError(f"input {name!r}: {exc}") from None
 
     def metadata(self) -> dict[str, Any]:
-        """V2 model metadata: name, versions, platform, inputs, outputs."""
-        sig = self.signature or Signature()
+        """V2 model metadata: name, versions, platform, and the inputs and outputs callers
+        send and get (the request signature)."""
+        sig = self.served_signature or Signature()
         return {
             "name": self.name,
             "versions": [self.version],
@@ -234,15 +352,19 @@ class Model:
             "outputs": [s.to_dict() for s in sig.outputs],
         }
 
-    def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
-        """Deterministic inputs that fit the signature, for warm-up and parity checks."""
-        if not self.signature or not self.signature.inputs:
+    def example_inputs(
+        self, batch_size: int = 1, signature: Signature | None = None
+    ) -> dict[str, np.ndarray]:
+        """Deterministic inputs that fit ``signature`` (by default the request signature),
+        for warm-up and parity checks."""
+        sig = signature if signature is not None else self.served_signature
+        if not sig or not sig.inputs:
             raise InvalidInputError(
                 f"model {self.name!r} declares no inputs to build examples from"
             )
         rng = np.random.default_rng(0)
         out: dict[str, np.ndarray] = {}
-        for spec in self.signature.inputs:
+        for spec in sig.inputs:
             shape = [
                 batch_size if i == 0 else (d if d > 0 else 1) for i, d in enumerate(spec.shape)
             ]
@@ -266,6 +388,30 @@ def _stem(path: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return path.stem if path.suffix else name
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1
+
+
+def as_bytes(array: np.ndarray) -> np.ndarray:
+    """A BYTES array with every text element encoded as UTF-8 (V2 delivers bytes)."""
+    flat = array.reshape(-1)
+    if any(isinstance(v, str) for v in flat.tolist()):
+        out = np.empty(flat.shape, dtype=object)
+        out[:] = [v.encode("utf-8") if isinstance(v, str) else v for v in flat.tolist()]
+        return out.reshape(array.shape)
+    return array
+
+
+def as_texts(array: np.ndarray) -> list[str]:
+    """The elements of a BYTES array as Python text (UTF-8 decoded), flattened: what a
+    tokeniser takes in :meth:`Model.preprocess_batch`."""
+    return [
+        v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1).tolist()
+    ]
 
 
 def as_input_dict(model: Model, inputs: Inputs) -> tuple[dict[str, np.ndarray], bool]:

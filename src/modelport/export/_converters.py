@@ -37,7 +37,7 @@ def torch_to_onnx(
         # A batch of one would let the exporter specialise the batch dimension to 1.
         args = tuple(torch.cat([a, a]) for a in args)
     input_names = [name for name, _ in model.ordered_inputs(samples)]
-    output_names = list(model.predict_batch(samples))
+    output_names = list(model.predict_tensors(samples))
     version = opset or TORCH_OPSET
     # The exporter logs a warning per missing torchvision op: noise for a non-vision model.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -88,7 +88,7 @@ def keras_to_onnx(
     from ..frameworks.tensorflow import KerasModel
 
     assert isinstance(model, KerasModel)
-    model.predict_batch(samples)  # Keras exports only a model that has been called
+    model.predict_tensors(samples)  # Keras exports only a model that has been called
     model.model.export(str(out), **kwargs)
     _rename_outputs(out, model.signature.output_names if model.signature else [])
 

@@ -136,7 +136,7 @@ def _converter(model: Model) -> Any:
 def _samples(model: Model, given: Inputs | None) -> dict[str, np.ndarray]:
     if given is not None:
         feed, _ = as_input_dict(model, given)
-        samples = model.to_inputs(feed)
+        samples = model.to_inputs(feed, model.signature)
     elif model.signature is None or not model.signature.inputs:
         raise ExportError(
             f"model {model.name!r} declares no input signature to generate samples from; "
@@ -144,7 +144,7 @@ def _samples(model: Model, given: Inputs | None) -> dict[str, np.ndarray]:
             "signature in modelport.yaml"
         )
     else:
-        samples = model.example_inputs(batch_size=DEFAULT_SAMPLES)
+        samples = model.example_inputs(DEFAULT_SAMPLES, model.signature)
     rows = {a.shape[0] if a.ndim else 0 for a in samples.values()}
     if 0 in rows or len(rows) != 1:
         raise ExportError(
@@ -177,7 +177,7 @@ def _verify(
         feed = {names[n]: _as_onnx_type(batch[n], types[names[n]]) for n in names}
         # Both models see the very same values (e.g. float64 samples rounded to float32).
         same = {n: feed[names[n]].astype(batch[n].dtype, copy=False) for n in names}
-        expected = model.predict_batch(same)
+        expected = model.predict_tensors(same)
         try:
             got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
         except Exception as exc:

@@ -26,7 +26,23 @@ EXTENSIONS: dict[str, str] = {
 """Extensions that name their format outright."""
 
 _AMBIGUOUS = {".pt", ".pth", ".json", ".txt", ".lgb", ".model", ".bst"}
-_NOT_ARTIFACTS = {"model.py", "modelport.yaml", "README.md", "requirements.txt", ".DS_Store"}
+_NOT_ARTIFACTS = {
+    "model.py",
+    "modelport.yaml",
+    "README.md",
+    "requirements.txt",
+    ".DS_Store",
+    # A tokenizer's or image processor's files beside the weights (Hugging Face names).
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "preprocessor_config.json",
+    "generation_config.json",
+}
 EXPECTED = (
     ".onnx, .pt/.pth (TorchScript or state_dict), .pt2 (torch.export), .safetensors, .keras/.h5, "
     "a SavedModel directory, .skops/.joblib/.pkl (scikit-learn), .json/.ubj (XGBoost), "

@@ -41,7 +41,8 @@ def predict_file(
         if on_start is not None:
             on_start(reader.num_rows)
         done = 0
-        names = set(model.signature.input_names) if model.signature else set()
+        sig = model.served_signature
+        names = set(sig.input_names) if sig else set()
         passed = [k for k in keep if k not in names]  # an id is not a feature
         for chunk in reader:
             kept = _kept(chunk, keep, source)
@@ -105,11 +106,12 @@ def columns_to_inputs(model: Model, columns: Columns, source: Path) -> dict[str,
     stacked into one ``[rows, k]`` matrix (in the order of the model's ``feature_names`` when
     it has them, otherwise in file order).
     """
-    specs = model.signature.inputs if model.signature else ()
+    sig = model.served_signature
+    specs = sig.inputs if sig else ()
     if len(specs) > 1:
         return {s.name: _cast(s, _column(columns, s.name, source), source, s.name) for s in specs}
     spec = specs[0] if specs else None
-    name = spec.name if spec else model.single_input_name()
+    name = spec.name if spec else model.single_input_name(sig)
     label: str | None
     if name in columns:
         label, values = name, columns[name]

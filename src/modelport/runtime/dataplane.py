@@ -212,7 +212,7 @@ class DataPlane:
         """V2 inference; the response ``id`` is the request's, or a new prediction id."""
         runner = self.runner(name, version)
         request_id = request.id or new_id()
-        signature = runner.model.signature
+        signature = runner.model.served_signature
         wanted = [o.name for o in request.outputs] if request.outputs else None
         if wanted and signature is not None and signature.outputs:
             unknown = [n for n in wanted if signature.output(n) is None]

@@ -126,7 +126,7 @@ class ModelRunner:
             return
         try:
             if "inputs" in warmup:
-                batches = [self.model.to_inputs(warmup["inputs"])]
+                batches = [self.model.request_inputs(self.model.to_inputs(warmup["inputs"]))[0]]
             else:
                 sizes = warmup.get("batch_sizes") or sorted(
                     {1, max(1, self.model.batching.max_batch_size)}
@@ -163,9 +163,10 @@ class ModelRunner:
         timeout: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Outputs:
-        """Validate ``inputs`` against the signature, then run them through the batcher."""
+        """Validate ``inputs`` against the request signature, then run them through the
+        batcher (which runs the model's per-batch contract)."""
         self._check_ready()
-        signature = self.model.signature
+        signature = self.model.served_signature
         if signature is not None:
             signature.check_inputs(inputs)
         started = time.time()
@@ -188,7 +189,8 @@ class ModelRunner:
         timeout: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
-        """The plain-JSON path: ``preprocess`` → batched ``predict`` → ``postprocess``."""
+        """The plain-JSON path: ``preprocess`` → the batched per-batch contract →
+        ``postprocess``."""
         self._check_ready()
         if self._custom_pre:
             self.pending += 1
@@ -198,8 +200,7 @@ class ModelRunner:
                 self.pending -= 1
         else:
             raw = self._preprocess(payload)
-        single = not isinstance(raw, Mapping)
-        inputs = {self.model.single_input_name(): np.asarray(raw)} if single else dict(raw)
+        inputs, single = self.model.request_inputs(raw)
         outputs = await self.infer(
             inputs, request_id=request_id, timeout=timeout, metadata=metadata
         )
