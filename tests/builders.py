@@ -121,9 +121,12 @@ def train_tokenizer(path: Path) -> Path:
     return path
 
 
-def onnx_attention_encoder(path: Path, vocab: int, dim: int = TEXT_DIM, seed: int = 0) -> Path:
-    """A tiny randomly initialised transformer layer (embedding, one masked self-attention head
-    with a residual, a tanh projection): ``input_ids``, ``attention_mask`` INT64 [batch, seq]
+def onnx_attention_encoder(
+    path: Path, vocab: int, dim: int = TEXT_DIM, seed: int = 0, layers: int = 1, ffn: int = 0
+) -> Path:
+    """A tiny randomly initialised transformer: an embedding, ``layers`` blocks of one masked
+    self-attention head (and, with ``ffn`` > 0, a ReLU feed-forward of that width), each with
+    a residual, then a tanh projection: ``input_ids``, ``attention_mask`` INT64 [batch, seq]
     → ``hidden`` FP32 [batch, seq, dim]; both axes dynamic."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -137,10 +140,6 @@ def onnx_attention_encoder(path: Path, vocab: int, dim: int = TEXT_DIM, seed: in
 
     inits = [
         weight("emb", vocab, dim),
-        weight("wq", dim, dim),
-        weight("wk", dim, dim),
-        weight("wv", dim, dim),
-        weight("wo", dim, dim),
         numpy_helper.from_array(np.array(1 / np.sqrt(dim), np.float32), "scale"),
         numpy_helper.from_array(np.array(1.0, np.float32), "one"),
         numpy_helper.from_array(np.array(-1e9, np.float32), "neg"),
@@ -148,24 +147,39 @@ def onnx_attention_encoder(path: Path, vocab: int, dim: int = TEXT_DIM, seed: in
     ]
     node = helper.make_node
     nodes = [
-        node("Gather", ["emb", "input_ids"], ["e"]),
-        node("MatMul", ["e", "wq"], ["q"]),
-        node("MatMul", ["e", "wk"], ["k"]),
-        node("MatMul", ["e", "wv"], ["v"]),
-        node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
-        node("MatMul", ["q", "kt"], ["s0"]),
-        node("Mul", ["s0", "scale"], ["s1"]),
+        node("Gather", ["emb", "input_ids"], ["h0"]),
         node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
         node("Sub", ["one", "m"], ["pad"]),
         node("Mul", ["pad", "neg"], ["bias"]),
         node("Unsqueeze", ["bias", "axis1"], ["bias3"]),
-        node("Add", ["s1", "bias3"], ["s2"]),
-        node("Softmax", ["s2"], ["att"], axis=-1),
-        node("MatMul", ["att", "v"], ["ctx"]),
-        node("Add", ["e", "ctx"], ["h0"]),
-        node("MatMul", ["h0", "wo"], ["h1"]),
-        node("Tanh", ["h1"], ["hidden"]),
     ]
+    h = "h0"
+    for n in range(layers):
+        inits += [weight(f"w{x}{n}", dim, dim) for x in "qkv"]
+        nodes += [
+            node("MatMul", [h, f"wq{n}"], [f"q{n}"]),
+            node("MatMul", [h, f"wk{n}"], [f"k{n}"]),
+            node("MatMul", [h, f"wv{n}"], [f"v{n}"]),
+            node("Transpose", [f"k{n}"], [f"kt{n}"], perm=[0, 2, 1]),
+            node("MatMul", [f"q{n}", f"kt{n}"], [f"s0{n}"]),
+            node("Mul", [f"s0{n}", "scale"], [f"s1{n}"]),
+            node("Add", [f"s1{n}", "bias3"], [f"s2{n}"]),
+            node("Softmax", [f"s2{n}"], [f"att{n}"], axis=-1),
+            node("MatMul", [f"att{n}", f"v{n}"], [f"ctx{n}"]),
+            node("Add", [h, f"ctx{n}"], [f"a{n}"]),
+        ]
+        h = f"a{n}"
+        if ffn:
+            inits += [weight(f"f1{n}", dim, ffn), weight(f"f2{n}", ffn, dim)]
+            nodes += [
+                node("MatMul", [h, f"f1{n}"], [f"u{n}"]),
+                node("Relu", [f"u{n}"], [f"r{n}"]),
+                node("MatMul", [f"r{n}", f"f2{n}"], [f"d{n}"]),
+                node("Add", [h, f"d{n}"], [f"f{n}"]),
+            ]
+            h = f"f{n}"
+    inits.append(weight("wo", dim, dim))
+    nodes += [node("MatMul", [h, "wo"], ["out"]), node("Tanh", ["out"], ["hidden"])]
     ids = ["batch", "seq"]
     graph = helper.make_graph(
         nodes,
@@ -199,6 +213,7 @@ class TextEncoder(modelport.Model):
         inputs=[modelport.TensorSpec("text", "BYTES", (-1,))],
         outputs=[modelport.TensorSpec("embedding", "FP32", (-1, {dim}))],
     )
+    bucket_size = {bucket}  # a sequence model: run each batch in groups of similar lengths
     calls = []  # (rows, padded length) of each model call, for the tests
 
     def load(self):
@@ -225,19 +240,28 @@ class TextEncoder(modelport.Model):
 '''
 
 
-def text_model(directory: Path, batching: str = "{max_batch_size: 64}") -> Path:
-    """A text-embedding model directory: ``model.onnx`` (a tiny transformer), a tokenizer
-    trained here, and a ``model.py`` whose batch hooks tokenise and mean-pool."""
+def text_model(
+    directory: Path,
+    batching: str | None = "{max_batch_size: 64}",
+    dim: int = TEXT_DIM,
+    layers: int = 1,
+    ffn: int = 0,
+    bucket: int = 0,
+) -> Path:
+    """A text-embedding model directory: ``model.onnx`` (a small transformer), a tokenizer
+    trained here, and a ``model.py`` whose batch hooks tokenise and mean-pool. ``batching``
+    None leaves the batching and thread settings at modelport's defaults."""
     import json
 
     directory.mkdir(parents=True, exist_ok=True)
     train_tokenizer(directory / "tokenizer.json")
     vocab = len(json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"])
-    onnx_attention_encoder(directory / "model.onnx", vocab)
-    (directory / "model.py").write_text(TEXT_MODEL.format(dim=TEXT_DIM))
-    (directory / "modelport.yaml").write_text(
-        f"name: {directory.name}\nbatching: {batching}\nruntime: {{intra_op_threads: 1}}\n"
+    onnx_attention_encoder(directory / "model.onnx", vocab, dim, layers=layers, ffn=ffn)
+    (directory / "model.py").write_text(TEXT_MODEL.format(dim=dim, bucket=bucket))
+    settings = (
+        "" if batching is None else f"batching: {batching}\nruntime: {{intra_op_threads: 1}}\n"
     )
+    (directory / "modelport.yaml").write_text(f"name: {directory.name}\n{settings}")
     return directory
 
 

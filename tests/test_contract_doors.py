@@ -341,20 +341,31 @@ def test_64_concurrent_texts_of_mixed_lengths(
 
 def test_bucketing_sorts_rows_by_length_and_keeps_their_order(zoo: Path, tmp_path: Path) -> None:
     whole = modelport.load(zoo / "text", trust=True)
-    bucketed = modelport.load(text_model(tmp_path / "text", "{bucket_size: 4}"), trust=True)
+    # The model's class declares bucket_size 4; modelport.yaml may turn it off.
+    bucketed = modelport.load(text_model(tmp_path / "b", None, bucket=4), trust=True)
+    off = modelport.load(text_model(tmp_path / "whole", "{bucket_size: 0}", bucket=4), trust=True)
+    assert (bucketed.bucket_size, off.bucket_size) == (4, 0)
     words = " ".join(CORPUS).split()
-    texts = np.array(
-        [" ".join(words[:n]).encode() for n in (30, 1, 12, 2, 25, 3, 7, 40, 1, 9)], dtype=object
-    )
+    lengths = (30, 1, 12, 2, 25, 3, 7, 40, 1, 9, 2, 33)
+    texts = np.array([" ".join(words[:n]).encode() for n in lengths], dtype=object)
+    want = whole.predict_batch({"text": texts})["embedding"]
     calls = type(bucketed).calls
     calls.clear()
     got = bucketed.predict_batch({"text": texts})["embedding"]
-    want = whole.predict_batch({"text": texts})["embedding"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    # Three groups of at most 4 rows, each padded to its own longest row, shortest first.
-    assert [rows for rows, _ in calls] == [4, 4, 2]
-    assert [length for _, length in calls] == sorted(length for _, length in calls)
+    # Shortest first; each group of at least 4 rows (but the last) pads to its own longest.
+    rows = [r for r, _ in calls]
+    assert len(calls) > 1 and sum(rows) == len(texts) and min(rows[:-1]) >= 4
+    assert [n for _, n in calls] == sorted(n for _, n in calls)
+    assert calls[-1][1] == max(len(t.split()) for t in texts.tolist())
     assert calls[0][1] < calls[-1][1]
+    # Rows of one length stay one call; bucketing off runs the batch whole.
+    calls.clear()
+    bucketed.predict_batch({"text": np.array([b"hello world"] * 12, dtype=object)})
+    assert calls == [(12, 2)]
+    type(off).calls.clear()
+    off.predict_batch({"text": texts})
+    assert type(off).calls == [(12, max(len(t.split()) for t in texts.tolist()))]
 
 
 def test_a_bad_row_fails_only_its_request(served: Served) -> None:

@@ -8,6 +8,7 @@ Example::
     framework: onnx               # only to override detection
     artifact: model.onnx          # when a directory holds several files
     model_class: MyModel          # when model.py defines several Model subclasses
+    task: text-classification     # a Hugging Face directory's task, to override detection
     trust: false                  # allow pickle-based artifacts
     signature:
       inputs:  [{name: features, datatype: FP32, shape: [-1, 4]}]
@@ -45,9 +46,10 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_queue_delay_ms: float = 1.0
     max_queue_size: int = 1024
-    bucket_size: int = 0
+    bucket_size: int | None = None
     """For sequence models with batch hooks: sort a batch's rows by length and run them in
-    groups of this many, each padded to its own longest row; 0 runs the batch whole."""
+    groups of at least this many rows, each padded to its own longest row; 0 runs the batch
+    whole. None: the model's own :attr:`~modelport.Model.bucket_size`."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class ModelConfig:
     framework: str | None = None
     artifact: str | None = None
     model_class: str | None = None
+    task: str | None = None
+    """A Hugging Face model's task (``feature-extraction``, ``text-classification``,
+    ``token-classification``, ``image-classification``); None: from the directory."""
     trust: bool = False
     signature: Signature | None = None
     request_signature: Signature | None = None
@@ -109,7 +114,7 @@ def _schema() -> Any:
         max_batch_size: int = Field(default=32, ge=0)
         max_queue_delay_ms: float = Field(default=1.0, ge=0)
         max_queue_size: int = Field(default=1024, ge=1)
-        bucket_size: int = Field(default=0, ge=0)
+        bucket_size: int | None = Field(default=None, ge=0)
 
     class _Warmup(BaseModel):
         model_config = ConfigDict(extra="forbid")  # a misspelt key must not be ignored
@@ -125,6 +130,7 @@ def _schema() -> Any:
         framework: str | None = None
         artifact: str | None = None
         model_class: str | None = None
+        task: str | None = None
         trust: bool = False
         signature: _Signature | None = None
         request_signature: _Signature | None = None
@@ -166,6 +172,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         framework=parsed.framework,
         artifact=parsed.artifact,
         model_class=parsed.model_class,
+        task=parsed.task,
         trust=parsed.trust,
         signature=signature,
         request_signature=request_signature,

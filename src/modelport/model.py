@@ -58,6 +58,10 @@ class Model:
     """What callers send and get over the tensor protocols (V2 REST and gRPC, pipelines) when
     it differs from :attr:`signature`, e.g. ``text`` BYTES ``[-1]`` in, ``embedding`` out,
     for a model whose :meth:`preprocess_batch` tokenises. None: the same as :attr:`signature`."""
+    bucket_size: int = 0
+    """For a sequence model (one whose :meth:`preprocess_batch` pads): run each batch sorted by
+    length in groups of at least this many rows, each padded to its own longest row (see
+    :meth:`predict_batch`); 0 runs a batch whole. ``batching.bucket_size`` overrides it."""
     labels: Sequence[str] | None = None
     """A classifier's class names: ``labels[i]`` names class ``i`` of its first output, so
     feedback may give the class by name as well as by index."""
@@ -82,6 +86,8 @@ class Model:
         if self.config.request_signature is not None:
             self.request_signature = self.config.request_signature
         self.batching: BatchingConfig = self.config.batching
+        if self.batching.bucket_size is not None:
+            self.bucket_size = self.batching.bucket_size
         self.loaded = False
 
     # -- the contract -------------------------------------------------------------------------
@@ -143,21 +149,22 @@ class Model:
     def predict_batch(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
         """The per-batch contract: request tensors in, request tensors out, one row per row.
 
-        ``preprocess_batch`` → :meth:`predict_tensors` → ``postprocess_batch``; with
-        ``batching.bucket_size`` set, the rows are first sorted by length and run in groups
-        of that many, so each group pads only to its own longest row.
+        ``preprocess_batch`` → :meth:`predict_tensors` → ``postprocess_batch``. With
+        :attr:`bucket_size` set, a batch's rows are sorted by length and cut into groups
+        that each pad only to their own longest row: a group of at least that many rows ends
+        where the next row would make padding more than a quarter of its work. A batch of
+        similar lengths stays one call.
         """
         if not self.batch_hooks:
             return self.predict_tensors(inputs)
-        bucket = self.batching.bucket_size
+        bucket = self.bucket_size
         rows = _rows(inputs)
         if bucket <= 0 or rows <= bucket:
             return self._run_hooks(dict(inputs))
-        order = np.argsort(self.row_lengths(inputs), kind="stable")
-        parts = [
-            self._run_hooks({k: v[order[i : i + bucket]] for k, v in inputs.items()})
-            for i in range(0, rows, bucket)
-        ]
+        lengths = self.row_lengths(inputs)
+        order = np.argsort(lengths, kind="stable")
+        groups = _length_groups(lengths[order], bucket)
+        parts = [self._run_hooks({k: v[order[g]] for k, v in inputs.items()}) for g in groups]
         inverse = np.empty_like(order)
         inverse[order] = np.arange(rows)
         return {name: np.concatenate([p[name] for p in parts])[inverse] for name in parts[0]}
@@ -394,6 +401,22 @@ def _rows(inputs: Mapping[str, np.ndarray]) -> int:
     for array in inputs.values():
         return int(array.shape[0]) if array.ndim else 1
     return 1
+
+
+def _length_groups(lengths: np.ndarray, least: int, waste: float = 0.25) -> list[slice]:
+    """Cut ascending ``lengths`` into slices of at least ``least`` rows (but the last), each
+    ending before a row that would pad it by more than ``waste`` of its real length."""
+    groups: list[slice] = []
+    start, total = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        n = max(int(n), 1)
+        count = i - start
+        if count >= least and (count + 1) * n > (1 + waste) * (total + n):
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    groups.append(slice(start, len(lengths)))
+    return groups
 
 
 def as_bytes(array: np.ndarray) -> np.ndarray:
