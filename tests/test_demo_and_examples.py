@@ -150,7 +150,9 @@ def test_custom_text_model_preprocessing_is_the_tensor_the_classifier_gets(
     sentiment: Path,
 ) -> None:
     model = modelport.load(sentiment)
-    inputs = model.preprocess(["Great  film", "great film"])
+    texts, _ = model.request_inputs(model.preprocess(["Great  film", "great film"]))
+    assert texts["text"].tolist() == [b"Great  film", b"great film"]  # V2 delivers bytes too
+    inputs = model.preprocess_batch(texts)
     assert inputs["input"].shape == (2, 2**11)
     np.testing.assert_array_equal(inputs["input"][0], inputs["input"][1])  # case, spaces
     np.testing.assert_allclose(np.linalg.norm(inputs["input"], axis=1), 1.0)
@@ -158,6 +160,9 @@ def test_custom_text_model_preprocessing_is_the_tensor_the_classifier_gets(
         model({"body": "no text"})
     with pytest.raises(modelport.InvalidInputError, match="a text or a list of texts"):
         model([1, 2])
+    # V2 and gRPC callers send the request signature's tensors and get its outputs.
+    outputs = model.predict_batch({"text": np.array([b"a delightful story"], dtype=object)})
+    assert outputs["label"].tolist() == ["positive"] and 0.5 < outputs["score"][0] <= 1.0
 
 
 def _flask_module() -> object:

@@ -2,8 +2,10 @@
 classifier, a label and a score out.
 
 ``build.py`` trains the classifier and saves ``model.skops`` beside this file; modelport puts
-its scikit-learn runtime under :class:`Sentiment`, which only turns text into the runtime's
-``input`` tensor and its outputs into answers.
+its scikit-learn runtime under :class:`Sentiment`. Callers send text (``text`` BYTES) and get
+``label`` and ``score`` at every door, V2 and gRPC included: the featurizing and the scoring
+are the contract's batch hooks, run on the rows of many requests at once. The per-payload
+hooks only give plain JSON its friendly forms.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import modelport
+from modelport.model import as_texts
 
 DIMENSIONS = 2**11
 NGRAMS = (2, 3, 4)
@@ -43,7 +46,15 @@ class Sentiment(modelport.Model):
     """Takes ``"some text"``, a list of texts, or ``{"text": ...}``; answers
     ``{"label": "positive" | "negative", "score": probability of that label}`` per text."""
 
-    def preprocess(self, payload: Any) -> dict[str, np.ndarray]:
+    request_signature = modelport.Signature(
+        inputs=[modelport.TensorSpec("text", "BYTES", (-1,))],
+        outputs=[
+            modelport.TensorSpec("label", "BYTES", (-1,)),
+            modelport.TensorSpec("score", "FP64", (-1,)),
+        ],
+    )
+
+    def preprocess(self, payload: Any) -> dict[str, list[str]]:
         if isinstance(payload, Mapping):
             if "text" not in payload:
                 raise modelport.InvalidInputError(
@@ -53,10 +64,21 @@ class Sentiment(modelport.Model):
         texts = [payload] if isinstance(payload, str) else payload
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise modelport.InvalidInputError("expected a text or a list of texts")
-        return {"input": featurize(texts)}
+        return {"text": texts}
+
+    def preprocess_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"input": featurize(as_texts(inputs["text"]))}
+
+    def postprocess_batch(
+        self, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        return {
+            "label": outputs["label"].astype(object),
+            "score": outputs["probabilities"].max(axis=1).astype(np.float64),
+        }
 
     def postprocess(self, outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
         return [
-            {"label": str(label), "score": round(float(probs.max()), 4)}
-            for label, probs in zip(outputs["label"], outputs["probabilities"])
+            {"label": str(label), "score": round(float(score), 4)}
+            for label, score in zip(outputs["label"], outputs["score"])
         ]
