@@ -132,7 +132,7 @@ def served(
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{HOST}:{port}/v2/health/ready", timeout=2) as r:
-            return r.status == 200
+            return bool(r.status == 200)
     except OSError:
         return False
 

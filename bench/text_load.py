@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ STREAMS_PER_CHANNEL = 16
 def http_requests(door: str, host: str, model: str, corpus: list[str]) -> list[bytes]:
     out = []
     for text in corpus:
+        body: dict[str, Any]
         if door == "predict":
             path, body = f"/v2/models/{model}/predict", {"text": text}
         else:

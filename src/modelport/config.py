@@ -9,6 +9,7 @@ Example::
     artifact: model.onnx          # when a directory holds several files
     model_class: MyModel          # when model.py defines several Model subclasses
     task: text-classification     # a Hugging Face directory's task, to override detection
+    device: cuda                  # cpu (default), cuda, cuda:N or auto
     trust: false                  # allow pickle-based artifacts
     signature:
       inputs:  [{name: features, datatype: FP32, shape: [-1, 4]}]
@@ -62,6 +63,9 @@ class ModelConfig:
     framework: str | None = None
     artifact: str | None = None
     model_class: str | None = None
+    device: str | None = None
+    """Where the model runs: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (see
+    :mod:`modelport.devices`); None: the server's ``--device``, else the CPU."""
     task: str | None = None
     """A Hugging Face model's task (``feature-extraction``, ``text-classification``,
     ``token-classification``, ``image-classification``); None: from the directory."""
@@ -131,6 +135,7 @@ def _schema() -> Any:
         artifact: str | None = None
         model_class: str | None = None
         task: str | None = None
+        device: str | None = Field(default=None, pattern=r"^(cpu|auto|gpu|cuda)(:\d+)?$")
         trust: bool = False
         signature: _Signature | None = None
         request_signature: _Signature | None = None
@@ -173,6 +178,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         artifact=parsed.artifact,
         model_class=parsed.model_class,
         task=parsed.task,
+        device=parsed.device,
         trust=parsed.trust,
         signature=signature,
         request_signature=request_signature,

@@ -75,6 +75,10 @@ class ConfigError(ModelportError, ValueError):
     """A configuration file or option is invalid."""
 
 
+class DeviceUnavailableError(ModelportError):
+    """The device a model asks for (a GPU) is not there; the message says what was found."""
+
+
 class MissingDependencyError(ModelportError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 

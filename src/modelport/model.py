@@ -76,6 +76,8 @@ class Model:
         self.path = Path(path) if path is not None else None
         self.config = config or ModelConfig()
         self.options: dict[str, Any] = {**self.config.runtime, **options}
+        if self.config.device is not None:
+            self.options.setdefault("device", self.config.device)
         self.name: str = self.config.name or (
             _stem(self.path) if self.path is not None else type(self).__name__.lower()
         )

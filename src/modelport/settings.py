@@ -64,6 +64,9 @@ class Settings:
     threads: int | None = None
     """Intra-op threads per model call, for runtimes that take them; None: the CPUs this
     process may use (affinity mask, cgroup quota) shared among the workers."""
+    device: str | None = None
+    """Where models run (``cpu``, ``cuda``, ``cuda:N``, ``auto``) unless a model's own
+    ``device:`` says; None: the CPU."""
     max_body_size: int = 64 * 1024 * 1024
     request_timeout: float | None = None
     """Seconds a request may take when it carries no ``timeout`` parameter."""
@@ -111,6 +114,10 @@ class Settings:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.device is not None:
+            from .devices import parse_device
+
+            parse_device(self.device)
         if self.max_body_size < 1:
             raise ConfigError(f"max_body_size must be >= 1, got {self.max_body_size}")
         if self.request_timeout is not None and self.request_timeout <= 0:
@@ -145,7 +152,10 @@ class Settings:
         from .cpus import cpu_budget
 
         threads = self.threads if self.threads is not None else cpu_budget().threads(self.workers)
-        return {"intra_op_threads": threads}
+        options: dict[str, Any] = {"intra_op_threads": threads}
+        if self.device is not None:
+            options["device"] = self.device
+        return options
 
     @classmethod
     def load(
@@ -182,6 +192,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "grpc_port": _optional(lambda v: int(v) or None),
     "workers": int,
     "threads": _optional(int),
+    "device": _optional(str),
     "max_body_size": int,
     "request_timeout": _optional(float),
     "shutdown_timeout": float,

@@ -30,6 +30,9 @@ def predict(
         [], "--keep", "-k", help="Input column to copy to the output (e.g. an id); repeatable."
     ),
     trust: bool = TRUST,
+    device: str | None = typer.Option(
+        None, "--device", help="Where the model runs: cpu, cuda, cuda:N, auto.", show_default=False
+    ),
 ) -> None:
     """Predict on every row of a file (JSON lines, CSV, Parquet, .npy), chunk by chunk."""
     from rich.console import Console
@@ -38,7 +41,8 @@ def predict(
     from ..loader import load
 
     console = Console(stderr=True)
-    loaded = load(model, trust=trust or None)
+    options: dict[str, Any] = {"device": device} if device else {}
+    loaded = load(model, trust=trust or None, **options)
     started = time.perf_counter()  # reset once the files are open
     progress = _progress(console)
     task = progress.add_task(input.name, total=None, start=False)

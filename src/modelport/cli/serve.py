@@ -52,6 +52,9 @@ def serve(
     threads: int | None = _setting(
         "threads", "Intra-op threads per model call (ONNX Runtime and the like)."
     ),
+    device: str | None = _setting(
+        "device", "Where models run: cpu, cuda, cuda:N or auto (a model's device: wins)."
+    ),
     max_body_size: int | None = _setting(
         "max_body_size", "Largest request body in bytes.", default="67108864 (64 MiB)"
     ),
@@ -150,6 +153,7 @@ def serve(
             "grpc_port": grpc_port,
             "workers": workers,
             "threads": threads,
+            "device": device,
             "max_body_size": max_body_size,
             "request_timeout": request_timeout,
             "shutdown_timeout": shutdown_timeout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ import numpy as np
 from .._deps import require
 from ..config import ModelConfig
 from ..cpus import threads_option
+from ..devices import onnx_providers
 from ..model import Inputs, Model, as_input_dict, maybe_single
 from ..signature import Signature, TensorSpec
 
@@ -46,12 +48,16 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, datatype, shape)
 
 
+log = logging.getLogger("modelport.runtime")
+
+
 class OnnxModel(Model):
     """An ``.onnx`` file run by onnxruntime.
 
     Options: ``intra_op_threads``, ``inter_op_threads`` (0 lets onnxruntime choose),
-    ``providers`` (default CPU), ``graph_optimization_level`` (``all``, ``extended``,
-    ``basic``, ``disabled``).
+    ``providers`` (default: from ``device``), ``graph_optimization_level`` (``all``,
+    ``extended``, ``basic``, ``disabled``); on a GPU ``gpu_memory_limit``, ``tensorrt`` and
+    ``tensorrt_cache`` (see :func:`modelport.devices.onnx_providers`).
     """
 
     framework: ClassVar[str] = "onnx"
@@ -78,8 +84,18 @@ class OnnxModel(Model):
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[level]
         so.log_severity_level = 3
-        providers = self.options.get("providers") or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(self.path), so, providers=list(providers))
+        providers = onnx_providers(self.options, ort, self.name)
+        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        running = self.session.get_providers()
+        if running != ["CPUExecutionProvider"] or self.options.get("device"):
+            log.info(
+                "onnxruntime providers",
+                extra={
+                    "model": self.name,
+                    "providers": running,
+                    "device": self.options.get("device"),
+                },
+            )
         graph = Signature(
             inputs=tuple(_spec(a) for a in self.session.get_inputs()),
             outputs=tuple(_spec(a) for a in self.session.get_outputs()),

@@ -1,0 +1,200 @@
+"""Devices: ``cpu``, ``cuda``, ``cuda:N``, ``auto`` for every runtime, and a clear error where
+a GPU is asked for and not there (never a silent CPU run).
+
+Without a GPU (CI), the tests check the parsing, the errors, ``auto``'s fallback and the
+options handed to onnxruntime. The tests marked ``gpu`` run a model on the GPU against its CPU
+outputs; they skip, and say so, where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelport
+from modelport.devices import Device, byte_size, onnx_providers, parse_device, torch_device
+from modelport.errors import ConfigError, DeviceUnavailableError
+from modelport.settings import Settings
+from tests.builders import onnx_mlp
+from tests.conftest import skip_unless
+
+
+def _cuda_for_onnx() -> bool:
+    try:
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        return False
+
+
+def _cuda_for_torch() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+ONNX_GPU = _cuda_for_onnx()
+TORCH_GPU = _cuda_for_torch()
+
+
+@pytest.mark.parametrize(
+    ("text", "device"),
+    [
+        (None, Device("cpu")),
+        ("cpu", Device("cpu")),
+        ("CUDA", Device("cuda", 0)),
+        ("gpu", Device("cuda", 0)),
+        ("cuda:1", Device("cuda", 1)),
+        ("auto", Device("auto")),
+    ],
+)
+def test_parse_device(text: str | None, device: Device) -> None:
+    assert parse_device(text) == device
+
+
+@pytest.mark.parametrize("text", ["tpu", "cuda:x", "cpu:1", "cuda:-1", "auto:0"])
+def test_a_device_modelport_does_not_know_is_an_error_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"device '{text}'"):
+        parse_device(text)
+
+
+def test_byte_sizes() -> None:
+    assert byte_size("4GiB", "limit") == 4 * 2**30
+    assert byte_size("512MB", "limit") == 512 * 2**20
+    assert byte_size(1024, "limit") == 1024
+    with pytest.raises(ConfigError, match="gpu_memory_limit 'lots'"):
+        byte_size("lots", "gpu_memory_limit")
+
+
+@pytest.fixture
+def mlp(tmp_path: Path) -> Path:
+    return onnx_mlp(tmp_path / "mlp.onnx", (4, 8, 3), seed=0)
+
+
+@pytest.mark.skipif(ONNX_GPU, reason="this machine's onnxruntime has the CUDA provider")
+def test_cuda_without_onnxruntime_gpu_is_an_error_naming_what_was_found(mlp: Path) -> None:
+    with pytest.raises(DeviceUnavailableError) as info:
+        modelport.load(mlp, device="cuda").ensure_loaded()
+    message = str(info.value)
+    assert "asks for device cuda:0" in message
+    assert "CPUExecutionProvider" in message and "onnxruntime-gpu" in message
+
+
+def test_auto_runs_where_it_can_and_answers_as_the_cpu(mlp: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    cpu = modelport.load(mlp).ensure_loaded()
+    auto = modelport.load(mlp, device="auto").ensure_loaded()
+    providers = auto.session.get_providers()  # type: ignore[attr-defined]
+    assert providers[0] == ("CUDAExecutionProvider" if ONNX_GPU else "CPUExecutionProvider")
+    np.testing.assert_allclose(
+        auto.predict_batch({"x": x})["y"], cpu.predict_batch({"x": x})["y"], rtol=1e-4, atol=1e-5
+    )
+
+
+def test_the_onnx_providers_a_gpu_gets() -> None:
+    class Runtime:  # onnxruntime's answer on a machine with the GPU build
+        __version__ = "1.23"
+
+        @staticmethod
+        def get_available_providers() -> list[str]:
+            return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    options = {"device": "cuda:1", "gpu_memory_limit": "2GiB"}
+    assert onnx_providers(options, Runtime, "m") == [
+        ("CUDAExecutionProvider", {"device_id": 1, "gpu_mem_limit": 2 * 2**30}),
+        "CPUExecutionProvider",
+    ]
+    options = {"device": "cuda", "tensorrt": True, "tensorrt_cache": "/cache", "dtype": "float16"}
+    trt, cuda, cpu = onnx_providers(options, Runtime, "m")
+    assert trt == (
+        "TensorrtExecutionProvider",
+        {
+            "device_id": 0,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": "/cache",
+            "trt_fp16_enable": True,
+        },
+    )
+    assert (cuda[0], cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # Explicit providers win over the device.
+    assert onnx_providers({"device": "cuda", "providers": ["X"]}, Runtime, "m") == ["X"]
+
+
+@pytest.mark.skipif(TORCH_GPU, reason="this machine's torch sees a GPU")
+def test_cuda_with_a_cpu_build_of_torch_is_an_error_naming_the_build() -> None:
+    import torch
+
+    with pytest.raises(DeviceUnavailableError, match=r"asks for device cuda:0, but torch .*"):
+        torch_device({"device": "cuda"}, torch, "m")
+    assert torch_device({"device": "auto"}, torch, "m") == torch.device("cpu")
+    assert torch_device({}, torch, "m") == torch.device("cpu")
+
+
+def test_device_in_modelport_yaml(tmp_path: Path) -> None:
+    onnx_mlp(tmp_path / "model.onnx", (4, 8, 3), seed=0)
+    (tmp_path / "modelport.yaml").write_text("device: auto\n")
+    assert modelport.load(tmp_path).options["device"] == "auto"
+    # A keyword wins over the file.
+    assert modelport.load(tmp_path, device="cpu").options["device"] == "cpu"
+    (tmp_path / "modelport.yaml").write_text("device: tpu\n")
+    with pytest.raises(ConfigError, match="device"):
+        modelport.load(tmp_path)
+
+
+def test_the_servers_device_is_a_default_a_models_own_wins() -> None:
+    assert Settings(device="cuda:1").runtime_options()["device"] == "cuda:1"
+    assert "device" not in Settings().runtime_options()
+    with pytest.raises(ConfigError, match="device 'tpu'"):
+        Settings(device="tpu")
+
+
+@pytest.mark.skipif(ONNX_GPU, reason="this machine's onnxruntime has the CUDA provider")
+def test_modelport_predict_on_cuda_without_a_gpu_says_so_in_one_line(
+    mlp: Path, tmp_path: Path
+) -> None:
+    np.save(tmp_path / "x.npy", np.ones((3, 4), np.float32))
+    exe = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+    done = subprocess.run(
+        [exe, "predict", str(mlp), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+         "--device", "cuda"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "asks for device cuda:0" in lines[0]
+    assert not (tmp_path / "y.npy").exists()
+
+
+# -- on a GPU --------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@skip_unless(ONNX_GPU, "gpu", "onnxruntime-gpu and an NVIDIA GPU")
+def test_onnx_on_the_gpu_answers_as_on_the_cpu(mlp: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((64, 4)).astype(np.float32)
+    gpu = modelport.load(mlp, device="cuda").ensure_loaded()
+    assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"  # type: ignore[attr-defined]
+    cpu = modelport.load(mlp).ensure_loaded()
+    np.testing.assert_allclose(
+        gpu.predict_batch({"x": x})["y"], cpu.predict_batch({"x": x})["y"], rtol=1e-3, atol=1e-4
+    )
+
+
+@pytest.mark.gpu
+@skip_unless(TORCH_GPU, "gpu", "a CUDA build of torch and an NVIDIA GPU")
+def test_torch_sees_the_gpu() -> None:
+    import torch
+
+    assert torch_device({"device": "cuda"}, torch, "m").type == "cuda"
+    with pytest.raises(DeviceUnavailableError, match="GPU"):
+        torch_device({"device": f"cuda:{torch.cuda.device_count()}"}, torch, "m")
