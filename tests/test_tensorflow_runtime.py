@@ -251,3 +251,25 @@ def test_thread_options_after_tensorflow_started(keras_mlp: tuple[Path, Any]) ->
     with pytest.raises(modelport.ConfigError, match="intra_op_threads: TensorFlow's thread pools"):
         modelport.load(keras_mlp[0], intra_op_threads=current + 1)
     assert modelport.load(keras_mlp[0]).predict(np.zeros((1, 4), np.float32)).shape == (1, 3)
+
+
+GPUS = tf.config.list_physical_devices("GPU")
+
+
+@pytest.mark.skipif(bool(GPUS), reason="this machine's TensorFlow sees a GPU")
+def test_cuda_without_a_gpu_is_an_error_naming_what_tensorflow_sees(
+    keras_file: tuple[Path, Any], saved_model: tuple[Path, Any]
+) -> None:
+    for path in (keras_file[0], saved_model[0]):
+        with pytest.raises(modelport.DeviceUnavailableError, match=r"TensorFlow .* sees no GPU"):
+            modelport.load(path, device="cuda").ensure_loaded()
+
+
+def test_auto_answers_as_the_cpu(saved_model: tuple[Path, Any], rng: np.random.Generator) -> None:
+    features = rng.standard_normal((4, 3)).astype(np.float32)
+    text = np.array([b"a", b"bb", b"ccc", b"dddd"], dtype=object)
+    feed = {"features": features, "text": text}
+    auto = modelport.load(saved_model[0], device="auto").ensure_loaded()
+    assert auto.device == ("/GPU:0" if GPUS else "/CPU:0")  # type: ignore[attr-defined]
+    cpu = modelport.load(saved_model[0]).ensure_loaded()
+    np.testing.assert_allclose(auto.predict(feed)["logits"], cpu.predict(feed)["logits"], rtol=1e-5)

@@ -8,6 +8,7 @@ no GPU visible), never a silent CPU run; only ``auto`` falls back to the CPU, an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from .errors import ConfigError, DeviceUnavailableError
 
-__all__ = ["Device", "onnx_providers", "parse_device", "torch_device"]
+__all__ = ["Device", "onnx_providers", "parse_device", "tensorflow_device", "torch_device"]
 
 log = logging.getLogger("modelport.runtime")
 
@@ -135,3 +136,34 @@ def torch_device(options: dict[str, Any], torch: Any, model: str) -> Any:
             f"model {model!r} asks for device {device}, but torch sees {count} GPU(s)"
         )
     return torch.device("cuda", device.index)
+
+
+def tensorflow_device(options: dict[str, Any], tf: Any, model: str) -> str:
+    """TensorFlow's device name (``/CPU:0``, ``/GPU:N``) for the ``device`` in ``options``.
+
+    On a GPU, memory growth is turned on first (TensorFlow otherwise takes all of every GPU's
+    memory at start, leaving none to a second model or process).
+    """
+    device = parse_device(options.get("device"))
+    if device.kind == "cpu":
+        return "/CPU:0"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        built = bool(tf.test.is_built_with_cuda())
+        found = (
+            f"TensorFlow {tf.__version__} sees no GPU"
+            + ("" if built else " (it is built without CUDA: install tensorflow[and-cuda])")
+        )
+        if device.kind == "auto":
+            log.info("no GPU for TensorFlow; running on the CPU", extra={"model": model})
+            return "/CPU:0"
+        raise DeviceUnavailableError(f"model {model!r} asks for device {device}, but {found}")
+    if device.index >= len(gpus):
+        raise DeviceUnavailableError(
+            f"model {model!r} asks for device {device}, but TensorFlow sees {len(gpus)} GPU(s)"
+        )
+    for gpu in gpus:
+        # RuntimeError: the GPUs are initialised already (an earlier model did it).
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return f"/GPU:{device.index}"

@@ -22,6 +22,7 @@ from .._deps import require
 from ..config import ModelConfig
 from ..cpus import default_threads
 from ..datatypes import from_numpy
+from ..devices import tensorflow_device
 from ..errors import (
     ConfigError,
     CorruptArtifactError,
@@ -142,13 +143,16 @@ class SavedModelModel(_TensorFlowModel):
     ) -> None:
         super().__init__(path, config=config, **options)
         self.function: Any = None
+        self.device = "/CPU:0"
         self._loaded: Any = None  # keeps the variables the signature function captures alive
 
     def load(self) -> None:
         tf = _tf()
         _threads(self.options)
+        self.device = tensorflow_device(self.options, tf, self.name)
         try:
-            self._loaded = tf.saved_model.load(str(self.path))
+            with tf.device(self.device):
+                self._loaded = tf.saved_model.load(str(self.path))
         except Exception as exc:
             raise _corrupt(self.path, "TensorFlow SavedModel", exc) from exc
         key = str(self.options.get("signature_key", "serving_default"))
@@ -182,7 +186,8 @@ class SavedModelModel(_TensorFlowModel):
         raw, single = as_input_dict(self, inputs)
         feed = self._feed(raw)
         try:
-            result = self.function(**{n: tf.constant(a) for n, a in feed.items()})
+            with tf.device(self.device):
+                result = self.function(**{n: tf.constant(a) for n, a in feed.items()})
         except Exception as exc:
             raise self._explain(feed, exc) from exc
         return maybe_single({str(k): v.numpy() for k, v in result.items()}, single)
@@ -203,15 +208,18 @@ class KerasModel(_TensorFlowModel):
     ) -> None:
         super().__init__(path, config=config, **options)
         self.model: Any = None
+        self.device = "/CPU:0"
 
     def load(self) -> None:
-        _tf()
+        tf = _tf()
         keras = require("keras", extra="tensorflow")
         _threads(self.options)
+        self.device = tensorflow_device(self.options, tf, self.name)
         try:
-            self.model = keras.models.load_model(
-                str(self.path), compile=False, safe_mode=not self.config.trust
-            )
+            with tf.device(self.device):
+                self.model = keras.models.load_model(
+                    str(self.path), compile=False, safe_mode=not self.config.trust
+                )
         except Exception as exc:
             if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
                 raise UntrustedArtifactError(
@@ -251,7 +259,8 @@ class KerasModel(_TensorFlowModel):
         arrays = list(feed.values())
         args: Any = arrays[0] if len(arrays) == 1 else arrays
         try:
-            result = self.model(args, training=False)
+            with _tf().device(self.device):
+                result = self.model(args, training=False)
         except Exception as exc:
             raise self._explain(feed, exc) from exc
         return maybe_single(self._outputs(result), single)

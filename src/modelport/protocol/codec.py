@@ -17,6 +17,7 @@ import numpy as np
 from .._deps import require
 from ..datatypes import DATATYPES, from_numpy
 from ..errors import InvalidInputError
+from .fastjson import parse_infer
 from .tensors import array_from_binary, array_from_json, array_to_binary, array_to_json
 from .types import InferenceRequest, InferenceResponse, RequestedOutput
 
@@ -67,10 +68,11 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferenceRe
                 f"but the body has {len(body)} bytes"
             )
         view = memoryview(body)
-        doc = loads(view[:header_length], "the JSON part of the request")
+        header = view[:header_length]
+        doc = parse_infer(header) or loads(header, "the JSON part of the request")
         binary: memoryview | None = view[header_length:]
     else:
-        doc = loads(body)
+        doc = parse_infer(body) or loads(body)
         binary = None
     if not isinstance(doc, dict):
         raise InvalidInputError(f"request body must be a JSON object, got {type(doc).__name__}")

@@ -41,11 +41,12 @@ def element_count(name: str, shape: Any) -> int:
 
 
 def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
-    """The array for a JSON ``data`` field (flat or nested) of a V2 tensor."""
+    """The array for a JSON ``data`` field (flat or nested) of a V2 tensor: a list, or the
+    flat array :func:`~modelport.protocol.fastjson.parse_infer` already made of it."""
     count = element_count(name, shape)
     dtype = to_numpy(datatype)
     try:
-        raw = np.asarray(data)
+        raw = data if isinstance(data, np.ndarray) else np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(f"input {name!r}: data is not a regular array: {exc}") from None
     if raw.size != count:
