@@ -30,6 +30,8 @@ FLINK_PINS = [
 ]
 """A consistent set for the flink session, found by hand (tests/integrations/test_flink.py)."""
 BASE = ["pytest>=8", "pytest-timeout>=2.3", "onnx>=1.15"]  # onnx: tests/builders.py
+PAYLOADS = ["tokenizers>=0.19", "pillow>=10"]
+"""What the pipeline tests' text and image models need (tests/builders.py)."""
 
 
 @nox.session(python=PYTHON, name="tensorflow")
@@ -93,7 +95,7 @@ def _engine(session: nox.Session, engine: str) -> None:
         constraints = Path(session.create_tmp()) / "flink-constraints.txt"
         constraints.write_text("\n".join(FLINK_PINS) + "\n")
         env["PIP_CONSTRAINT"] = str(constraints)
-    session.install("-e", f".[onnx,{engine}]", *BASE, env=env)
+    session.install("-e", f".[onnx,{engine}]", *BASE, *PAYLOADS, env=env)
     session.run(
         "python",
         "-m",

@@ -102,7 +102,6 @@ def cli(model: Path, data: Path, out: Path, batch: int, repeat: int) -> dict[str
 
 def dask(model: Path, data: Path, out: Path, batch: int, repeat: int) -> dict[str, Any]:
     import dask.dataframe as dd
-    import pyarrow as pa
     from distributed import Client, LocalCluster
 
     from modelport.integrations.dask import predict_frame
@@ -117,9 +116,8 @@ def dask(model: Path, data: Path, out: Path, batch: int, repeat: int) -> dict[st
         def run() -> int:
             frame = dd.read_parquet(data).repartition(npartitions=4)
             predicted = predict_frame(frame, model, columns=FEATURES, keep_columns=False)
-            schema = pa.schema([("y", pa.list_(pa.float32()))])
-            predicted.to_parquet(out / "dask", overwrite=True, schema=schema)
-            return len(dd.read_parquet(out / "dask"))
+            predicted.to_parquet(out / "dask", overwrite=True)
+            return len(dd.read_parquet(out / "dask", dtype_backend="pyarrow"))
 
         rows, seconds = _best(repeat, run)
     return {"rows": rows, "seconds": seconds, "startup_s": startup}

@@ -30,8 +30,7 @@ def main() -> None:
         out = predict_frame(
             rows, args.model, columns=args.columns.split(","), batch_size=args.batch_size
         )
-        # Array outputs are object columns in Dask: let Arrow type them from the data.
-        out.to_parquet(args.out, schema=None)
+        out.to_parquet(args.out)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 
 import modelport
+from tests.builders import CORPUS, image_model, png, text_model
 from tests.conftest import import_or_skip
 
 ROWS = 103  # not a multiple of any batch or partition size, so remainders are exercised
@@ -143,3 +146,88 @@ def read_predictions(path: Path | str, column: str = "y") -> np.ndarray:
     table = ds.dataset(str(path), format="parquet").to_table(columns=["id", column])
     order = np.argsort(table.column("id").to_numpy())
     return np.array(table.column(column).to_pylist(), dtype=np.float32)[order]
+
+
+# -- the contract's payloads: what every engine must answer as model(payload) does ------------
+
+IRIS = Path(__file__).resolve().parents[2] / "demo" / "iris"
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+TEXTS = [
+    *CORPUS,
+    "short",
+    "hello world " * 9,
+    "words the tokenizer never saw",
+    "a",
+]
+"""Texts of mixed lengths (1 to 18 words) for the text model."""
+
+
+@pytest.fixture(scope="session")
+def text_dir(models_dir: Path) -> Path:
+    """The text-embedding model of tests/builders.py (``text`` BYTES → ``embedding``)."""
+    return text_model(models_dir / "text")
+
+
+@pytest.fixture(scope="session")
+def image_dir(models_dir: Path) -> Path:
+    """The image model of tests/builders.py: ``{"image": base64 PNG}`` → ``label``, ``scores``."""
+    return image_model(models_dir / "image")
+
+
+def iris_rows(count: int = 12) -> list[dict[str, float]]:
+    """Flowers as the iris demo takes them: ``{"sepal_length": ..., ...}``, all species."""
+    rng = np.random.default_rng(11)
+    base = np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.1]])
+    rows = base[np.arange(count) % 3] + rng.normal(0, 0.2, (count, 4))
+    return [dict(zip(IRIS_FEATURES, map(float, r.round(2)))) for r in rows]
+
+
+def images(count: int = 6) -> list[str]:
+    """PNG images as base64 text, as the image model's ``preprocess`` takes them."""
+    return [base64.b64encode(png(seed)).decode() for seed in range(count)]
+
+
+def expected_answers(kind: str, model_dir: Path, payloads: list[Any]) -> list[dict[str, Any]]:
+    """Each payload's answer from ``model(payload)`` in-process, as the row of columns a
+    pipeline writes: the text model's embedding, the iris demo's one answer (species and
+    probabilities), the image model's label and scores."""
+    model = modelport.load(model_dir)
+    out = []
+    for payload in payloads:
+        answer = model(payload)
+        if kind == "iris":
+            (row,) = answer
+            out.append(row)
+        else:
+            out.append({name: value[0] for name, value in answer.items()})
+    return out
+
+
+def assert_answer(got: Any, want: Any, where: str) -> None:
+    """``got`` equals ``want`` (dicts key by key, arrays and lists element-wise, floats to
+    1e-5)."""
+    if isinstance(want, list) and any(isinstance(w, dict) for w in want):
+        assert len(got) == len(want), f"{where}: {len(got)} items, expected {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_answer(g, w, f"{where}[{i}]")
+    elif isinstance(want, dict):
+        got = dict(got)
+        assert sorted(got) == sorted(want), f"{where}: keys {sorted(got)}, expected {sorted(want)}"
+        for key in want:
+            assert_answer(got[key], want[key], f"{where}[{key!r}]")
+    elif isinstance(want, (np.ndarray, list, np.floating, float)):
+        np.testing.assert_allclose(
+            np.asarray(got, dtype=np.float64),
+            np.asarray(want, np.float64),
+            atol=1e-5,
+            err_msg=where,
+        )
+    else:
+        assert got == want, f"{where}: {got!r}, expected {want!r}"
+
+
+def assert_answers(rows: list[dict[str, Any]], want: list[dict[str, Any]], kind: str) -> None:
+    """Every row's columns (the ``want`` keys of it) equal its expected answer."""
+    assert len(rows) == len(want), f"{kind}: {len(rows)} rows, expected {len(want)}"
+    for i, (row, expected) in enumerate(zip(rows, want)):
+        assert_answer({k: row[k] for k in expected}, expected, f"{kind} row {i}")

@@ -12,10 +12,17 @@ import pytest
 
 import modelport
 from tests.integrations.conftest import (
+    IRIS,
     ROWS,
+    TEXTS,
+    assert_answer,
     assert_batched,
     assert_rows_equal,
+    batch_sizes,
     engine,
+    expected_answers,
+    images,
+    iris_rows,
     read_predictions,
     run_example,
     write_rows,
@@ -154,9 +161,15 @@ def test_batching_hints_and_pickling(tiny_onnx: Path, tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(tiny_onnx.read_bytes())
     (tmp_path / "modelport.yaml").write_text("batching: {max_batch_size: 7}\n")
     handler = ModelportModelHandler(tmp_path)
-    assert handler.batch_elements_kwargs() == {"max_batch_size": 7}
-    assert ModelportModelHandler(tiny_onnx, max_batch_size=3).batch_elements_kwargs() == {
-        "max_batch_size": 3
+    # Adaptive batching starts from the hint, not from one example.
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 7, "max_batch_size": 7}
+    assert ModelportModelHandler(tmp_path, max_batch_size=3).batch_elements_kwargs() == {
+        "min_batch_size": 3,
+        "max_batch_size": 3,
+    }
+    assert ModelportModelHandler(tmp_path, max_batch_size=64).batch_elements_kwargs() == {
+        "min_batch_size": 7,
+        "max_batch_size": 64,
     }
     assert not handler.share_model_across_processes()
     shared = ModelportModelHandler(tiny_onnx, model_copies=2)
@@ -173,11 +186,19 @@ def test_batching_hints_and_pickling(tiny_onnx: Path, tmp_path: Path) -> None:
 def test_bad_inputs_are_named(tiny_onnx: Path, multi_io_onnx: Path) -> None:
     handler = ModelportModelHandler(tiny_onnx)
     model = handler.load_model()
-    with pytest.raises(modelport.InvalidInputError, match=r"input 'x': dimension 1 must be 4"):
+    with pytest.raises(
+        modelport.InvalidInputError,
+        match=r"input 'x': dimension 1 must be 4.* \(example 0 of a batch of 1: \[0\.0, ",
+    ):
         handler.run_inference([np.zeros(5, np.float32)], model)
-    with pytest.raises(modelport.InvalidInputError, match=r"rows differ in shape"):
+    # The bad example of a batch is found and named, not the batch.
+    with pytest.raises(
+        modelport.InvalidInputError, match=r"dimension 1 must be 4.*\(example 1 of a batch of 2"
+    ):
         handler.run_inference([np.zeros(4), np.zeros(3)], model)
-    with pytest.raises(modelport.InvalidInputError, match=r"row 1 has inputs \['a'\]"):
+    with pytest.raises(
+        modelport.InvalidInputError, match=r"missing input\(s\) \['b'\].*\(example 1 of a batch"
+    ):
         multi = ModelportModelHandler(multi_io_onnx)
         multi.run_inference(
             [{"a": np.zeros(3), "b": np.zeros(3)}, {"a": np.zeros(3)}], multi.load_model()
@@ -213,8 +234,103 @@ def test_run_inference_batches_up_to_max_batch_size(
             | base.RunInference(base.KeyedModelHandler(handler))
         )
         testing.assert_that(results, _keyed_matcher(features.sum(axis=1)))
-    # BatchElements grows its batches adaptively, so not every run reaches the limit.
-    assert_batched(log, ROWS, 10, full=False)
+    # BatchElements starts at the model's hint (here max_batch_size), not at one example.
+    assert_batched(log, ROWS, 10)
+    sizes = batch_sizes(log)
+    assert sizes.count(10) >= len(sizes) - 2, f"batches grew from small ones: {sizes}"
+
+
+def test_the_contract_answers_each_example_as_model_payload(
+    text_dir: Path, image_dir: Path
+) -> None:
+    pictures = [{"image": p} for p in images()]
+    flowers = iris_rows()
+    # The text model has no per-payload hooks: an example is a text, its inference the row's
+    # outputs. The iris and image models have their own: an inference is model(example).
+    expected = {
+        "text": (text_dir, TEXTS, expected_answers("text", text_dir, TEXTS)),
+        "iris": (IRIS, flowers, [modelport.load(IRIS)(f) for f in flowers]),
+        "image": (image_dir, pictures, [modelport.load(image_dir)(p) for p in pictures]),
+    }
+
+    def matches(kind: str, want: list[Any]) -> Callable[[list[Any]], None]:
+        def check(results: list[Any]) -> None:
+            by_key = dict(results)
+            assert sorted(by_key) == list(range(len(want))), f"{kind}: keys {sorted(by_key)}"
+            for key, answer in enumerate(want):
+                assert_answer(by_key[key].inference, answer, f"{kind} example {key}")
+
+        return check
+
+    with _pipeline() as p:
+        for kind, (directory, payloads, want) in expected.items():
+            handler = ModelportModelHandler(directory, max_batch_size=5, keyed=True)
+            results = (
+                p
+                | f"{kind} examples" >> beam.Create(list(enumerate(payloads)))
+                | f"{kind} inference" >> base.RunInference(handler)
+            )
+            testing.assert_that(results, matches(kind, want), label=f"{kind} answers")
+
+
+def test_bad_examples_go_to_the_dead_letter_one_by_one(
+    recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    # Beam's own handlers send a failed batch whole to failed_inferences; here only the bad
+    # examples go there, and the good ones of their batches are predicted once.
+    directory, log = recording_model
+    bad = {5, 40, 77}
+    examples = [(i, row[:3] if i in bad else row) for i, row in enumerate(features)]
+    handler = ModelportModelHandler(
+        directory, output="y", max_batch_size=8, keyed=True, log=str(log)
+    )
+    sums = features.sum(axis=1)
+
+    def check_good(results: list[Any]) -> None:
+        by_key = dict(results)
+        assert sorted(by_key) == [i for i in range(ROWS) if i not in bad]
+        assert_rows_equal(
+            np.array([by_key[k].inference for k in sorted(by_key)]), sums[sorted(by_key)]
+        )
+
+    def check_failed(failed: list[Any]) -> None:
+        assert sorted(key for (key, _), _message in failed) == sorted(bad)
+        for (_key, example), message in failed:
+            assert example.shape == (3,)
+            assert "input 'x': dimension 1 must be 4, got shape [1, 3]" in message
+
+    with _pipeline() as p:
+        good, other = (
+            p | beam.Create(examples) | base.RunInference(handler).with_exception_handling()
+        )
+        testing.assert_that(good, check_good, label="good examples")
+        unpacked = other.failed_inferences | beam.MapTuple(
+            lambda batch, error: (batch[0], error[1])
+        )
+        testing.assert_that(unpacked, check_failed, label="bad examples")
+    assert sum(batch_sizes(log)) == ROWS - len(bad), "each good example is predicted once"
+    # Beam's KeyedModelHandler pairs keys with results in order: with it, a bad example fails
+    # its batch (dead-lettered whole, as Beam does), and no result is mispaired.
+    wrapped = ModelportModelHandler(directory, output="y", max_batch_size=8, log=str(log))
+
+    def check_wrapped(results: list[Any]) -> None:
+        assert all(isinstance(r, base.PredictionResult) for _, r in results)
+        by_key = {k: r.inference for k, r in results}
+        assert not bad & set(by_key)
+        assert_rows_equal(np.array([by_key[k] for k in sorted(by_key)]), sums[sorted(by_key)])
+
+    def check_batches(failed: list[Any]) -> None:
+        keys = {key for batch, _ in failed for key, _example in batch}
+        assert bad <= keys
+
+    with _pipeline() as p:
+        good, other = (
+            p
+            | beam.Create(examples)
+            | base.RunInference(base.KeyedModelHandler(wrapped)).with_exception_handling()
+        )
+        testing.assert_that(good, check_wrapped, label="good examples")
+        testing.assert_that(other.failed_inferences, check_batches, label="bad batches")
 
 
 def test_the_example_script(

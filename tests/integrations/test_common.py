@@ -16,15 +16,28 @@ import modelport
 from modelport import Signature, TensorSpec
 from modelport.integrations import ModelSpec, cache_info, clear_cache
 from modelport.integrations._common import (
+    answer_row,
     conform,
     describe_outputs,
     gather_inputs,
     input_columns,
+    make_plan,
     predict_in_chunks,
+    run_plan,
     split_rows,
     stack_rows,
 )
-from tests.integrations.conftest import assert_rows_equal
+from tests.integrations.conftest import (
+    IRIS,
+    IRIS_FEATURES,
+    TEXTS,
+    assert_answers,
+    assert_rows_equal,
+    batch_sizes,
+    expected_answers,
+    images,
+    iris_rows,
+)
 
 
 class _Pixels(modelport.Model):
@@ -156,9 +169,14 @@ def test_gather_errors_name_the_problem(tiny_onnx: Path) -> None:
     with pytest.raises(modelport.InvalidInputError, match=r"column 'x': rows differ in length"):
         gather_inputs(tiny, {"x": ["x"]}, {"x": ragged}.__getitem__)
     words = {"w": np.array(["a", "b"]), "n": np.zeros(2)}
-    with pytest.raises(modelport.InvalidInputError, match=r"input 'x': expected FP32 numbers"):
+    # Errors name the table's columns as well as the input they feed.
+    with pytest.raises(
+        modelport.InvalidInputError, match=r"columns \['n', 'w'\] \(input 'x'\): expected FP32"
+    ):
         gather_inputs(tiny, {"x": ["n", "w"]}, words.__getitem__)
-    with pytest.raises(modelport.InvalidInputError, match=r"input 'x': dimension 1 must be 4"):
+    with pytest.raises(
+        modelport.InvalidInputError, match=r"columns \['n', 'n'\] \(input 'x'\): dimension 1"
+    ):
         gather_inputs(tiny, {"x": ["n", "n"]}, words.__getitem__)
 
 
@@ -238,3 +256,72 @@ def test_a_missing_engine_names_its_extra_on_use(
     fn = getattr(importlib.import_module(f"modelport.integrations.{module}"), call)
     with pytest.raises(modelport.MissingDependencyError, match=rf"modelport\[{module}\]"):
         fn(None, tiny_onnx)
+
+
+def _run(path: Path, table: dict[str, Any], **options: Any) -> Any:
+    """``run_plan`` on a table of columns, as an engine's worker runs it."""
+    spec = ModelSpec.of(path, **options.pop("load", {}))
+    model = spec.load()
+    plan = make_plan(spec, model, options.pop("columns", None), list(table), **options)
+    rows = len(next(iter(table.values())))
+    return plan, run_plan(model, plan, lambda c: np.asarray(table[c]), rows)
+
+
+def _as_rows(plan: Any, result: Any) -> list[dict[str, Any]]:
+    names = [o.name for o in plan.outputs]
+    return [{n: result.values[n][i] for n in names} for i in range(len(result.errors))]
+
+
+def test_plans_run_the_contract_row_by_row(text_dir: Path, image_dir: Path) -> None:
+    # Texts (mixed lengths) feed the text model's request input; its batch hooks tokenise.
+    plan, result = _run(text_dir, {"body": TEXTS}, columns="body", batch_size=4)
+    assert (plan.payloads, plan.answers) == (False, False)
+    assert_answers(_as_rows(plan, result), expected_answers("text", text_dir, TEXTS), "text")
+    # The iris demo defines preprocess and postprocess: rows are payloads, answers columns.
+    flowers = iris_rows()
+    table = {f: [r[f] for r in flowers] for f in IRIS_FEATURES} | {"id": list(range(12))}
+    plan, result = _run(IRIS, table, batch_size=5)
+    assert (plan.payloads, plan.answers) == (True, True)
+    assert plan.result_names("p_") == ["p_species", "p_probabilities"]
+    assert_answers(_as_rows(plan, result), expected_answers("iris", IRIS, flowers), "iris")
+    plan, result = _run(IRIS, table, columns=IRIS_FEATURES, contract="tensors")
+    assert [o.name for o in plan.outputs] == ["label", "probabilities"]
+    assert result.values["probabilities"].shape == (12, 3)
+    # The image model's own preprocess takes {"image": base64}; its outputs are tensors.
+    pictures = images()
+    plan, result = _run(image_dir, {"image": pictures}, columns=["image"])
+    payloads = [{"image": p} for p in pictures]
+    assert_answers(_as_rows(plan, result), expected_answers("image", image_dir, payloads), "image")
+
+
+def test_answers_become_one_row_of_columns() -> None:
+    assert answer_row([{"a": 1, "b": "x"}], 1) == {"a": 1, "b": "x"}
+    row = answer_row({"label": np.array([2]), "scores": np.array([[0.1, 0.9]])}, 1)
+    assert row["label"] == 2 and row["scores"].tolist() == [0.1, 0.9]
+    assert answer_row("setosa", 1) == {"prediction": "setosa"}
+    assert answer_row({"all": np.arange(3)}, 3)["all"].tolist() == [0, 1, 2]
+
+
+def test_bad_rows_are_found_by_halving_and_good_rows_predicted_once(
+    recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    cells = np.empty(len(features), dtype=object)
+    cells[:] = [row[:3] if i in (3, 50) else row for i, row in enumerate(features)]
+    options = {"columns": "feats", "batch_size": 16, "load": {"log": str(log)}}
+    plan, result = _run(directory, {"feats": cells}, on_error="column", **options)
+    assert [i for i, e in enumerate(result.errors) if e] == [3, 50]
+    assert result.errors[3] == (
+        "InvalidInputError: column 'feats' (input 'x'): dimension 1 must be 4, got shape "
+        "[1, 3] (expected [-1, 4])"
+    )
+    good = [i for i in range(len(features)) if i not in (3, 50)]
+    assert_rows_equal(result.values["y"][good], features.sum(axis=1)[good])
+    assert sum(batch_sizes(log)) == len(good)
+    assert plan.result_names() == ["y", "error"]
+    with pytest.raises(
+        modelport.InvalidInputError, match=r"\(row 3 of a batch of \d+: feats=\[[-\d.]+, "
+    ):
+        _run(directory, {"feats": cells}, **options)
+    with pytest.raises(modelport.ConfigError, match=r"on_error='skip': expected one of"):
+        _run(directory, {"feats": cells}, on_error="skip", **options)

@@ -12,10 +12,18 @@ import pytest
 import modelport
 from modelport.integrations import cache_info
 from tests.integrations.conftest import (
+    IRIS,
+    IRIS_FEATURES,
     ROWS,
+    TEXTS,
+    assert_answers,
     assert_batched,
     assert_rows_equal,
+    batch_sizes,
     engine,
+    expected_answers,
+    images,
+    iris_rows,
     read_predictions,
     run_example,
     write_rows,
@@ -119,7 +127,7 @@ def test_bad_rows_fail_with_the_reason_and_ray_keeps_working(
     # Ray Data wraps errors raised in actors; the original type and message are in its text.
     with pytest.raises(
         ray.exceptions.UserCodeException,
-        match=r"InvalidInputError: input 'x': expected 2 dimensions",
+        match=r"InvalidInputError: column 'f0' \(input 'x'\): expected 2 dimensions",
     ):
         predict_dataset(ds, tiny_onnx, columns=["f0"]).take_all()
     out = predict_dataset(ds, tiny_onnx, columns=["f0", "f1", "f2", "f3"])
@@ -136,6 +144,82 @@ def test_batches_follow_batch_size(
     rows = sorted(out.take_all(), key=lambda r: r["id"])
     assert_rows_equal(np.array([r["y"] for r in rows]), features.sum(axis=1))
     assert_batched(log, ROWS, 10)
+
+
+def _sorted(ds: Any) -> list[dict[str, Any]]:
+    return sorted(ds.take_all(), key=lambda r: r["id"])
+
+
+def test_the_contract_answers_each_row_as_model_payload(text_dir: Path, image_dir: Path) -> None:
+    texts = ray.data.from_items([{"id": i, "body": t} for i, t in enumerate(TEXTS)])
+    out = predict_dataset(texts, text_dir, columns="body", batch_size=5)
+    assert_answers(_sorted(out), expected_answers("text", text_dir, TEXTS), "text")
+    flowers = iris_rows()
+    frame = ray.data.from_items([{"id": i, **f} for i, f in enumerate(flowers)])
+    rows = _sorted(predict_dataset(frame, IRIS, batch_size=4))
+    assert set(rows[0]) == {"id", *IRIS_FEATURES, "species", "probabilities"}
+    assert_answers(rows, expected_answers("iris", IRIS, flowers), "iris")
+    raw = _sorted(predict_dataset(frame, IRIS, columns=IRIS_FEATURES, contract="tensors"))
+    assert set(raw[0]) == {"id", *IRIS_FEATURES, "label", "probabilities"}
+    pictures = images()
+    frame = ray.data.from_items([{"id": i, "image": p} for i, p in enumerate(pictures)])
+    out = predict_dataset(frame, image_dir, columns=["image"])
+    payloads = [{"image": p} for p in pictures]
+    assert_answers(_sorted(out), expected_answers("image", image_dir, payloads), "image")
+
+
+def test_bad_rows_are_isolated_and_good_rows_written_once(
+    recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    bad = {5, 40, 77}
+    items = [
+        {"id": i, "feats": list(map(float, r[: 3 if i in bad else 4]))}
+        for i, r in enumerate(features)
+    ]
+    ds = ray.data.from_items(items, override_num_blocks=4)
+    out = predict_dataset(
+        ds, directory, columns="feats", on_error="column", batch_size=10, log=str(log)
+    )
+    rows = _sorted(out)
+    assert [r["id"] for r in rows] == list(range(ROWS))
+    errors = {r["id"]: r["error"] for r in rows if r["error"] is not None}
+    assert sorted(errors) == sorted(bad)
+    for message in errors.values():
+        assert "column 'feats' (input 'x'): dimension 1 must be 4, got shape [1, 3]" in message
+    assert all(rows[i]["y"] is None for i in bad)
+    good = [i for i in range(ROWS) if i not in bad]
+    assert_rows_equal(np.array([rows[i]["y"] for i in good]), features.sum(axis=1)[good])
+    assert sum(batch_sizes(log)) == len(good), "each good row is predicted exactly once"
+    with pytest.raises(
+        ray.exceptions.UserCodeException, match=r"\(row \d+ of a batch of \d+: feats=\["
+    ):
+        predict_dataset(ds, directory, columns="feats", log=str(log)).take_all()
+
+
+def test_the_documented_map_batches_call(
+    tiny_onnx: Path, features: np.ndarray, expected_y: np.ndarray
+) -> None:
+    # docs/pipelines.md: ModelPredictor in your own map_batches, columns= leaving the ids out.
+    out = _rows(features).map_batches(
+        ModelPredictor,
+        fn_constructor_args=(tiny_onnx,),
+        fn_constructor_kwargs={"columns": ["f0", "f1", "f2", "f3"]},
+        batch_size=16,
+        batch_format="numpy",
+        concurrency=(1, 2),
+        num_cpus=0.5,
+    )
+    assert_rows_equal(np.stack([r["y"] for r in _sorted(out)]), expected_y)
+    # Without columns=, every column (the id too) is stacked; the error names them.
+    every = _rows(features).map_batches(
+        ModelPredictor, fn_constructor_args=(tiny_onnx,), batch_size=16, batch_format="numpy"
+    )
+    with pytest.raises(
+        ray.exceptions.UserCodeException,
+        match=r"columns \['id', 'f0', 'f1', 'f2', 'f3'\] \(input 'x'\): dimension 1 must be 4",
+    ):
+        every.take_all()
 
 
 def test_the_example_script(

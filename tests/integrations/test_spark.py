@@ -14,10 +14,18 @@ import pytest
 
 import modelport
 from tests.integrations.conftest import (
+    IRIS,
+    IRIS_FEATURES,
     ROWS,
+    TEXTS,
+    assert_answers,
     assert_batched,
     assert_rows_equal,
+    batch_sizes,
     engine,
+    expected_answers,
+    images,
+    iris_rows,
     read_predictions,
     run_example,
     write_rows,
@@ -149,11 +157,18 @@ def test_errors_are_named_and_the_session_keeps_working(
         with_predictions(df.withColumn("y", F.lit(1)), tiny_onnx, columns=["f0"])
     with pytest.raises(modelport.ConfigError, match=r"no output 'nope'; it has \['y'\]"):
         predict_udf(tiny_onnx, output="nope")
-    # A width mismatch surfaces on the executors; Spark re-raises it with the message.
-    with pytest.raises(Exception, match=r"input 'x': dimension 1 must be 4, got shape \[\d+, 3\]"):
+    # A width mismatch surfaces on the executors; Spark re-raises it with the message, which
+    # names the frame's columns, not only the model's input.
+    with pytest.raises(
+        Exception,
+        match=r"columns \['f0', 'f1', 'f2'\] \(input 'x'\): dimension 1 must be 4, got shape "
+        r"\[1, 3\].* \(row 0 of a batch of \d+: f0=",
+    ):
         with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2"]).collect()
-    with pytest.raises(Exception, match=r"takes 1 input column\(s\) \['x'\], the UDF was called"):
+    with pytest.raises(Exception, match=r"takes 1 column\(s\) \['x'\], the UDF was called"):
         df.select(predict_udf(tiny_onnx)("f0", "f1")).collect()
+    with pytest.raises(Exception, match=r"column 'feats' \(input 'x'\): dimension 1 must be 4"):
+        df.select(predict_udf(tiny_onnx, columns=["feats"])(F.array("f0", "f1"))).collect()
     out = with_predictions(df, tiny_onnx, columns=["f0", "f1", "f2", "f3"]).orderBy("id")
     assert_rows_equal(np.array([r["y"] for r in out.collect()], np.float32), expected_y)
 
@@ -170,6 +185,70 @@ def test_arrow_batches_are_cut_at_batch_size(
     rows = sorted(out.collect(), key=lambda r: r["id"])
     assert_rows_equal(np.array([r["y"] for r in rows], np.float32), features.sum(axis=1))
     assert_batched(log, ROWS, 10)
+
+
+def _collected(frame: Any) -> list[dict[str, Any]]:
+    """The frame's rows as dicts, by ``id`` (sorted here: orderBy would run the UDF twice)."""
+    return sorted((r.asDict() for r in frame.collect()), key=lambda r: r["id"])
+
+
+def test_the_contract_answers_each_row_as_model_payload(
+    spark: Any, text_dir: Path, image_dir: Path
+) -> None:
+    # Texts of mixed lengths in a string column: the text model's batch hooks tokenise them.
+    texts = spark.createDataFrame(pd.DataFrame({"id": range(len(TEXTS)), "body": TEXTS}))
+    out = with_predictions(texts.repartition(2), text_dir, columns="body", batch_size=5)
+    assert out.columns == ["id", "body", "embedding"]
+    assert_answers(_collected(out), expected_answers("text", text_dir, TEXTS), "text")
+    # Iris rows become {column: value} payloads; the demo's postprocess names the species.
+    flowers = iris_rows()
+    frame = spark.createDataFrame(pd.DataFrame(flowers).assign(id=range(len(flowers))))
+    out = with_predictions(frame, IRIS)
+    assert out.columns == [*IRIS_FEATURES, "id", "species", "probabilities"]
+    assert dict(out.dtypes)["probabilities"] == "map<string,double>"
+    assert_answers(_collected(out), expected_answers("iris", IRIS, flowers), "iris")
+    # The raw tensors only when asked for.
+    raw = with_predictions(frame, IRIS, columns=IRIS_FEATURES, contract="tensors")
+    assert raw.columns == [*IRIS_FEATURES, "id", "label", "probabilities"]
+    assert dict(raw.dtypes)["probabilities"] == "array<float>"
+    # Images as base64 text, through the image model's own preprocess.
+    pictures = images()
+    frame = spark.createDataFrame(pd.DataFrame({"id": range(len(pictures)), "image": pictures}))
+    out = with_predictions(frame, image_dir, columns=["image"])
+    payloads = [{"image": p} for p in pictures]
+    assert_answers(_collected(out), expected_answers("image", image_dir, payloads), "image")
+
+
+def test_bad_rows_are_isolated_and_good_rows_written_once(
+    spark: Any, recording_model: tuple[Path, Path], features: np.ndarray
+) -> None:
+    directory, log = recording_model
+    cells = [[float(v) for v in row] for row in features]
+    bad = {5, 40, 77}
+    for i in bad:
+        cells[i] = cells[i][:3]
+    frame = spark.createDataFrame(pd.DataFrame({"id": range(ROWS), "feats": cells}))
+    frame = frame.repartition(3)
+    out = with_predictions(
+        frame, directory, columns="feats", on_error="column", batch_size=10, log=str(log)
+    )
+    assert out.columns == ["id", "feats", "y", "error"]
+    rows = _collected(out)
+    assert [r["id"] for r in rows] == list(range(ROWS))
+    errors = {r["id"]: r["error"] for r in rows if r["error"] is not None}
+    assert sorted(errors) == sorted(bad)
+    for message in errors.values():
+        assert "column 'feats' (input 'x'): dimension 1 must be 4, got shape [1, 3]" in message
+    assert all(rows[i]["y"] is None for i in bad)
+    good = [i for i in range(ROWS) if i not in bad]
+    assert_rows_equal(np.array([rows[i]["y"] for i in good]), features.sum(axis=1)[good])
+    assert sum(batch_sizes(log)) == len(good), "each good row is predicted exactly once"
+    nulls = with_predictions(frame, directory, columns="feats", on_error="null", log=str(log))
+    assert [r["y"] is None for r in _collected(nulls)] == [i in bad for i in range(ROWS)]
+    assert nulls.columns == ["id", "feats", "y"]
+    bad_row = r"column 'feats' \(input 'x'\): .* \(row \d+ of a batch of \d+: feats=\[-?\d"
+    with pytest.raises(Exception, match=bad_row):
+        with_predictions(frame, directory, columns="feats", log=str(log)).collect()
 
 
 def test_the_example_script(

@@ -7,7 +7,6 @@ process loads the model once, on its first partition, and keeps it for the rest.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,14 +14,20 @@ import numpy as np
 from .._deps import require
 from ..errors import ConfigError
 from ._common import (
+    ERROR_COLUMN,
     Columns,
+    Contract,
     ModelSpec,
+    OnError,
     OutputInfo,
+    Plan,
+    arrow_array,
+    check_options,
     conform,
     describe_outputs,
-    gather_inputs,
-    input_columns,
+    make_plan,
     predict_in_chunks,
+    run_plan,
 )
 
 __all__ = ["predict_array", "predict_frame"]
@@ -36,63 +41,72 @@ def predict_frame(
     prefix: str = "",
     keep_columns: bool = True,
     batch_size: int | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """A Dask DataFrame with one column per model output (named ``prefix + output``).
+    """A Dask DataFrame with the model's answer as columns, each named ``prefix + name``.
 
-    ``columns`` says which columns feed which input (see :data:`Columns`). Outputs with one
-    value per row become plain columns; wider outputs become object columns of row arrays.
-    Each partition is predicted in slices of ``batch_size`` rows (default: the model's
-    ``max_batch_size`` hint). ``options`` go to :func:`modelport.load` on every worker.
+    For a model with its own ``preprocess`` (and ``contract="payload"``, the default), each
+    row becomes a payload ``{column: value}`` of the columns ``columns`` names (all by
+    default; one name: that column's value alone); otherwise ``columns`` says which columns
+    feed which input (see :data:`Columns`). The columns added are the outputs, or the keys of
+    ``postprocess``'s answer, plus ``error`` with ``on_error="column"``. Outputs with one value
+    per row are plain columns; wider outputs, answers, and every column when bad rows may be
+    null (``on_error`` other than ``"raise"``), are pyarrow-backed, so ``to_parquet`` writes
+    them as they are. Each partition is predicted in slices of ``batch_size`` rows (default:
+    the model's ``max_batch_size`` hint). ``options`` go to :func:`modelport.load` on every
+    worker.
     """
     require("dask.dataframe", "dask")
+    check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    mapping = input_columns(model, columns, [str(c) for c in frame.columns])
-    outputs = describe_outputs(model)
-    names = [prefix + o.name for o in outputs]
-    clash = [n for n in names if keep_columns and n in frame.columns]
+    plan = make_plan(
+        spec,
+        model,
+        columns,
+        [str(c) for c in frame.columns],
+        contract=contract,
+        on_error=on_error,
+        batch_size=batch_size,
+    )
+    clash = [n for n in plan.result_names(prefix) if keep_columns and n in frame.columns]
     if clash:
         raise ConfigError(
             f"output column(s) {clash} already exist in the frame; pass prefix= to rename them"
         )
-    size = batch_size or spec.batch_size()
-    meta = _predict_partition(
-        frame._meta, spec, mapping, outputs, prefix, keep_columns, size, loaded=model
-    )
-    return frame.map_partitions(
-        _predict_partition, spec, mapping, outputs, prefix, keep_columns, size, meta=meta
-    )
+    meta = _predict_partition(frame._meta, plan, prefix, keep_columns, loaded=model)
+    return frame.map_partitions(_predict_partition, plan, prefix, keep_columns, meta=meta)
 
 
 def _predict_partition(
-    part: Any,
-    spec: ModelSpec,
-    mapping: Mapping[str, Sequence[str]],
-    outputs: Sequence[OutputInfo],
-    prefix: str,
-    keep_columns: bool,
-    size: int,
-    loaded: Any = None,
+    part: Any, plan: Plan, prefix: str, keep_columns: bool, loaded: Any = None
 ) -> Any:
     import pandas as pd
 
-    if len(part) == 0:
-        results = {o.name: np.empty((0, *o.row_shape), o.dtype) for o in outputs}
-    else:
-        model = loaded or spec.load()
-        inputs = gather_inputs(model, mapping, lambda c: part[c].to_numpy())
-        results = predict_in_chunks(model, inputs, size)
-    columns = {prefix + o.name: _column(results[o.name], o.dtype, part.index, pd) for o in outputs}
+    model = loaded or plan.spec.load()
+    result = run_plan(model, plan, lambda c: part[c].to_numpy(), len(part))
+    columns = {
+        prefix + o.name: _column(result.values[o.name], o, result.bad, plan, part.index)
+        for o in plan.outputs
+    }
+    if plan.on_error == "column":
+        pa = require("pyarrow", "dask")
+        columns[prefix + ERROR_COLUMN] = pd.Series(
+            pd.arrays.ArrowExtensionArray(pa.array(result.errors, pa.string())), index=part.index
+        )
     if keep_columns:
         return part.assign(**columns)
     return pd.DataFrame(columns, index=part.index)
 
 
-def _column(array: np.ndarray, dtype: np.dtype[Any], index: Any, pd: Any) -> Any:
-    if array.ndim == 1:
-        return pd.Series(array, index=index, dtype=dtype)
-    return pd.Series(list(array), index=index, dtype=object)
+def _column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, plan: Plan, index: Any) -> Any:
+    import pandas as pd
+
+    if not info.answer and array.ndim == 1 and plan.on_error == "raise":
+        return pd.Series(array, index=index, dtype=array.dtype)
+    return pd.Series(pd.arrays.ArrowExtensionArray(arrow_array(array, info, bad)), index=index)
 
 
 def predict_array(
@@ -111,7 +125,7 @@ def predict_array(
     da = require("dask.array", "dask")
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    input_name = model.single_input_name()
+    input_name = model.single_input_name(model.served_signature)
     infos = {o.name: o for o in describe_outputs(model)}
     if output is None:
         if len(infos) != 1:
@@ -153,6 +167,6 @@ def _predict_block(
         info = next(o for o in describe_outputs(model) if o.name == output)
         return np.empty((0, *info.row_shape), info.dtype)
     inputs = {input_name: conform(model, input_name, block)}
-    if model.signature:
-        model.signature.check_inputs(inputs)
+    if model.served_signature:
+        model.served_signature.check_inputs(inputs)
     return predict_in_chunks(model, inputs, size)[output]

@@ -11,23 +11,27 @@ job; each Python worker process loads the model once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._deps import require
-from ..errors import ConfigError
+from ..errors import ConfigError, PredictionError
 from ._common import (
+    ERROR_COLUMN,
     Columns,
+    Contract,
     ModelSpec,
+    OnError,
     OutputInfo,
-    column_array,
-    conform,
-    describe_outputs,
-    input_columns,
-    predict_in_chunks,
-    select_outputs,
+    Plan,
+    Predicted,
+    check_options,
+    custom_preprocess,
+    input_names,
+    make_plan,
+    run_plan,
 )
 
 __all__ = ["ModelFunction", "flink_type", "model_udf", "predict_stream", "predict_table"]
@@ -57,8 +61,11 @@ def _key(dtype: np.dtype[Any]) -> str:
 
 
 def flink_type(info: OutputInfo) -> Any:
-    """The Flink data type of one output's rows: a scalar, or arrays nested per dimension."""
+    """The Flink data type of one output's rows: a scalar, or arrays nested per dimension; for
+    a column of ``postprocess`` answers, the type of the example answer's value."""
     types = require("pyflink.table", "flink").DataTypes
+    if info.answer:
+        return _value_type(info.sample, info.name, types)
     if _key(info.dtype) not in _FLINK_TYPES:
         raise ConfigError(f"output {info.name!r}: Flink cannot carry numpy {info.dtype} values")
     result = getattr(types, _FLINK_TYPES[_key(info.dtype)][0])()
@@ -68,56 +75,73 @@ def flink_type(info: OutputInfo) -> Any:
 
 
 class ModelFunction(_ScalarFunction):  # type: ignore[misc]
-    """A vectorized scalar function: one pandas Series per model input, in signature order.
+    """A vectorized scalar function: one pandas Series per column the plan reads, in order.
 
     Returns a DataFrame with one column per output (a ROW), or the Series of ``output``.
     """
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        inputs: Sequence[str],
-        outputs: Sequence[OutputInfo],
-        output: str | None,
-        batch_size: int,
-    ) -> None:
-        self.spec = spec
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
+    def __init__(self, plan: Plan, output: str | None) -> None:
+        self.plan = plan
         self.output = output
-        self.batch_size = batch_size
         self.model: Any = None
 
     def open(self, function_context: Any) -> None:
         """Load the model (once per Python worker process)."""
-        self.model = self.spec.load()
+        self.model = self.plan.spec.load()
 
     def eval(self, *series: Any) -> Any:
         """Predict one Arrow batch."""
         import pandas as pd
 
-        if len(series) != len(self.inputs):
+        names = self.plan.columns
+        if len(series) != len(names):
             raise ConfigError(
-                f"model {self.model.name!r} takes {len(self.inputs)} input column(s) "
-                f"{self.inputs}, the UDF was called with {len(series)}"
+                f"model {self.model.name!r} takes {len(names)} column(s) {names}, the UDF was "
+                f"called with {len(series)}"
             )
-        inputs = {
-            n: conform(self.model, n, column_array(s.to_numpy(), n))
-            for n, s in zip(self.inputs, series)
-        }
-        if self.model.signature:
-            self.model.signature.check_inputs(inputs)
-        results = predict_in_chunks(self.model, inputs, self.batch_size)
-        columns = {o.name: _to_column(results[o.name], pd) for o in self.outputs}
+        by_name = {n: part.to_numpy() for n, part in zip(names, series)}
+        result = run_plan(self.model, self.plan, by_name.__getitem__, len(series[0]))
+        _refuse_nan(self.plan, result)
+        bad = result.bad
+        columns = {o.name: _to_column(result.values[o.name], o, bad, pd) for o in self.plan.outputs}
+        if self.plan.on_error == "column":
+            columns[ERROR_COLUMN] = pd.Series(result.errors, dtype=object)
         if self.output is not None:
             return columns[self.output]
         return pd.DataFrame(columns)
 
 
-def _to_column(array: np.ndarray, pd: Any) -> Any:
+def _refuse_nan(plan: Plan, result: Predicted) -> None:
+    """Make each row with a NaN output a bad row: a pandas UDF cannot return NaN to Flink
+    (PyFlink turns it into NULL, and then cannot collect an array holding that NULL)."""
+    rows = len(result.errors)
+    for info in plan.outputs:
+        array = result.values[info.name]
+        if info.answer or array.dtype.kind != "f" or not rows:
+            continue
+        nan = np.isnan(array.reshape(rows, -1)).any(axis=1) & ~result.bad
+        for row in np.flatnonzero(nan):
+            message = (
+                f"output {info.name!r} is NaN, which a Flink pandas UDF cannot return (PyFlink "
+                "makes it NULL)"
+            )
+            if plan.on_error == "raise":
+                raise PredictionError(
+                    f"{message}; on_error='null' writes NULL instead "
+                    f"(row {row} of a batch of {rows})"
+                )
+            result.errors[int(row)] = f"PredictionError: {message}"
+
+
+def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) -> Any:
+    if info.answer:
+        return pd.Series([None if b else _cell(v) for v, b in zip(array, bad)], dtype=object)
     target = np.dtype(_FLINK_TYPES.get(_key(array.dtype), ("", "object"))[1])
     if array.dtype != target:
         array = array.astype(target)
+    if bad.any():
+        cells = array.tolist() if array.ndim == 1 else list(array)
+        return pd.Series([None if b else c for c, b in zip(cells, bad)], dtype=object)
     if array.ndim == 1:
         return pd.Series(array)
     if array.ndim == 2:
@@ -125,30 +149,105 @@ def _to_column(array: np.ndarray, pd: Any) -> Any:
     return pd.Series(array.tolist())
 
 
+def _cell(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _cell(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _value_type(value: Any, name: str, types: Any) -> Any:
+    """A Flink type for one Python value of an answer (dicts become maps)."""
+    if isinstance(value, (bool, np.bool_)):
+        return types.BOOLEAN()
+    if isinstance(value, (int, np.integer)):
+        return types.BIGINT()
+    if isinstance(value, (float, np.floating)):
+        return types.DOUBLE()
+    if isinstance(value, str):
+        return types.STRING()
+    if isinstance(value, (bytes, bytearray)):
+        return types.BYTES()
+    if isinstance(value, np.ndarray):
+        return flink_type(OutputInfo(name, value.dtype, value.shape))
+    if isinstance(value, (list, tuple)) and value:
+        return types.ARRAY(_value_type(value[0], name, types))
+    if isinstance(value, Mapping) and value:
+        first = next(iter(value.values()))
+        return types.MAP(types.STRING(), _value_type(first, name, types))
+    raise ConfigError(
+        f"answer {name!r}: Flink cannot type {type(value).__name__} value {value!r} (from the "
+        "model's postprocess on an example row); pass contract='tensors'"
+    )
+
+
+def _result_type(plan: Plan, output: str | None) -> Any:
+    types = require("pyflink.table", "flink").DataTypes
+    if output is not None:
+        return flink_type(plan.outputs[0])
+    fields = [types.FIELD(o.name, flink_type(o)) for o in plan.outputs]
+    if plan.on_error == "column":
+        fields.append(types.FIELD(ERROR_COLUMN, types.STRING()))
+    return types.ROW(fields)
+
+
 def model_udf(
     source: str | os.PathLike[str] | ModelSpec,
     *,
     output: str | None = None,
     batch_size: int | None = None,
+    columns: Sequence[str] | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """A pandas UDF running the model; call it with one column per input (signature order).
+    """A pandas UDF running the model's contract on its argument columns.
 
-    Its result is a ROW with one field per output, or only ``output``'s value when one is
-    named. The model is loaded here once to read its outputs; ``options`` go to
-    :func:`modelport.load` in every worker.
+    For a model without its own ``preprocess``, or with ``contract="tensors"``: one column
+    per model input, in the served signature's order. For a model with its own
+    ``preprocess``: one column whose value is each row's payload, or the columns named in
+    ``columns`` (each row's payload is then ``{name: value}``). ``columns`` also names the
+    arguments in error messages. Its result is a ROW with one field per output (or per key
+    of ``postprocess``'s answer), plus ``error`` with ``on_error="column"``; or only
+    ``output``'s value when one is named. The model is loaded here once to read its
+    outputs; ``options`` go to :func:`modelport.load` in every worker.
     """
-    types = require("pyflink.table", "flink").DataTypes
+    check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    infos = select_outputs(model, output)
-    if output is not None:
-        result_type = flink_type(infos[0])
+    payloads = contract == "payload" and custom_preprocess(model)
+    if payloads:
+        names = list(columns) if columns else ["payload"]
+        mapping: Columns = names if columns else names[0]
     else:
-        result_type = types.ROW([types.FIELD(i.name, flink_type(i)) for i in infos])
-    inputs = model.signature.input_names if model.signature else [model.single_input_name()]
-    function = ModelFunction(spec, inputs, infos, output, batch_size or spec.batch_size())
-    return _udf.udf(function, result_type=result_type, func_type="pandas")
+        inputs = input_names(model) or [model.single_input_name(model.served_signature)]
+        names = list(columns) if columns else inputs
+        if len(names) != len(inputs):
+            raise ConfigError(
+                f"columns= names {len(names)} argument(s) {names}; model {model.name!r} takes "
+                f"one per input {inputs}"
+            )
+        mapping = dict(zip(inputs, names))
+    plan = make_plan(
+        spec,
+        model,
+        mapping,
+        names,
+        contract=contract,
+        on_error=on_error,
+        batch_size=batch_size,
+        output=output,
+    )
+    return _udf_of(plan, output)
+
+
+def _udf_of(plan: Plan, output: str | None) -> Any:
+    return _udf.udf(
+        ModelFunction(plan, output), result_type=_result_type(plan, output), func_type="pandas"
+    )
 
 
 def predict_table(
@@ -158,38 +257,44 @@ def predict_table(
     columns: Columns = None,
     prefix: str = "",
     batch_size: int | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """``table`` with one column per model output, named ``prefix + output``.
+    """``table`` with the model's answer as columns, each named ``prefix + name``.
 
-    ``columns`` says which columns feed which input (see
-    :data:`~modelport.integrations.Columns`); several columns for one input are joined
-    into an array.
+    For a model with its own ``preprocess`` (and ``contract="payload"``, the default), each
+    row becomes a payload ``{column: value}`` of the columns ``columns`` names (all by
+    default; one name: that column's value alone); otherwise ``columns`` says which columns
+    feed which input (see :data:`~modelport.integrations.Columns`). The columns added are
+    the outputs, or the keys of ``postprocess``'s answer, plus ``error`` with
+    ``on_error="column"``.
     """
     expressions = require("pyflink.table.expressions", "flink")
+    check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
     available = list(table.get_schema().get_field_names())
-    mapping = input_columns(model, columns, available)
-    outputs = [o.name for o in describe_outputs(model)]
-    clash = [prefix + o for o in outputs if prefix + o in available]
+    plan = make_plan(
+        spec,
+        model,
+        columns,
+        available,
+        contract=contract,
+        on_error=on_error,
+        batch_size=batch_size,
+    )
+    clash = [c for c in plan.result_names(prefix) if c in available]
     if clash:
         raise ConfigError(
             f"output column(s) {clash} already exist in the table; pass prefix= to rename them"
         )
-    names = model.signature.input_names if model.signature else list(mapping)
-    args = [
-        expressions.col(mapping[n][0])
-        if len(mapping[n]) == 1
-        else expressions.array(*[expressions.col(c) for c in mapping[n]])
-        for n in names
-    ]
     hidden = "__modelport_predictions__"
-    udf = model_udf(spec, batch_size=batch_size)
-    with_row = table.add_columns(udf(*args).alias(hidden))
+    udf = _udf_of(plan, None)
+    with_row = table.add_columns(udf(*[expressions.col(c) for c in plan.columns]).alias(hidden))
     return with_row.select(
         *[expressions.col(c) for c in available],
-        *[expressions.col(hidden).get(o).alias(prefix + o) for o in outputs],
+        *[expressions.col(hidden).get(f).alias(prefix + f) for f in plan.result_names()],
     )
 
 
@@ -201,9 +306,12 @@ def predict_stream(
     columns: Columns = None,
     prefix: str = "",
     batch_size: int | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """A DataStream of Rows: each input Row's fields plus one field per model output.
+    """A DataStream of Rows: each input Row's fields plus the model's answer's fields (see
+    :func:`predict_table`).
 
     The stream's elements must be named Rows (``Types.ROW_NAMED``). ``table_env`` is the
     ``StreamTableEnvironment`` to bridge through (one is created on the stream's environment
@@ -218,6 +326,8 @@ def predict_stream(
         columns=columns,
         prefix=prefix,
         batch_size=batch_size,
+        contract=contract,
+        on_error=on_error,
         **options,
     )
     return table_env.to_data_stream(predicted)

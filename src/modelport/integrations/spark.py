@@ -1,33 +1,36 @@
 """Apache Spark: a pandas UDF that runs a modelport model, and a DataFrame helper.
 
-The UDF carries only a :class:`~modelport.integrations.ModelSpec`; each Python worker
-process loads the model once (Spark reuses its Python workers across tasks) and predicts
-Arrow batches in slices of the model's ``max_batch_size`` hint. A plain pandas UDF is used
-rather than ``pyspark.ml.functions.predict_batch_udf``, which needs a tensor shape for every
-array column and cannot return outputs of more than two dimensions.
+The UDF carries only a :class:`~modelport.integrations.ModelSpec` and its plan; each Python
+worker process loads the model once (Spark reuses its Python workers across tasks) and
+predicts Arrow batches in slices of the model's ``max_batch_size`` hint. A plain pandas UDF is
+used rather than ``pyspark.ml.functions.predict_batch_udf``, which needs a tensor shape for
+every array column and cannot return outputs of more than two dimensions.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._deps import require
 from ..errors import ConfigError
-from ..model import Model
 from ._common import (
+    ERROR_COLUMN,
     Columns,
+    Contract,
     ModelSpec,
+    OnError,
     OutputInfo,
-    column_array,
-    conform,
-    describe_outputs,
-    input_columns,
-    predict_in_chunks,
-    select_outputs,
+    Plan,
+    Predicted,
+    check_options,
+    custom_preprocess,
+    input_names,
+    make_plan,
+    run_plan,
 )
 
 __all__ = ["predict_udf", "spark_type", "with_predictions"]
@@ -46,19 +49,63 @@ _SPARK_TYPES = {
     "f4": ("FloatType", "float32"),
     "f8": ("DoubleType", "float64"),
     "O": ("BinaryType", "object"),
+    "U": ("StringType", "object"),
 }
 
 
+def _key(dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "U":
+        return "U"
+    return "O" if dtype.kind in "OS" else f"{dtype.kind}{dtype.itemsize}"
+
+
 def spark_type(info: OutputInfo) -> Any:
-    """The Spark SQL type of one output's rows: a scalar, or arrays nested per dimension."""
+    """The Spark SQL type of one output's rows: a scalar, or arrays nested per dimension; for
+    a column of ``postprocess`` answers, the type of the example answer's value."""
     types = require("pyspark.sql.types", "spark")
-    key = "O" if info.dtype.kind in "OSU" else f"{info.dtype.kind}{info.dtype.itemsize}"
-    if key not in _SPARK_TYPES:
+    if info.answer:
+        return _value_type(info.sample, info.name, types)
+    if _key(info.dtype) not in _SPARK_TYPES:
         raise ConfigError(f"output {info.name!r}: Spark cannot carry numpy {info.dtype} values")
-    result = getattr(types, _SPARK_TYPES[key][0])()
+    result = getattr(types, _SPARK_TYPES[_key(info.dtype)][0])()
     for _ in info.row_shape:
         result = types.ArrayType(result, containsNull=False)
     return result
+
+
+def _value_type(value: Any, name: str, types: Any) -> Any:
+    """A Spark type for one Python value of an answer (dicts become maps)."""
+    if isinstance(value, (bool, np.bool_)):
+        return types.BooleanType()
+    if isinstance(value, (int, np.integer)):
+        return types.LongType()
+    if isinstance(value, (float, np.floating)):
+        return types.DoubleType()
+    if isinstance(value, str):
+        return types.StringType()
+    if isinstance(value, (bytes, bytearray)):
+        return types.BinaryType()
+    if isinstance(value, np.ndarray):
+        return spark_type(OutputInfo(name, value.dtype, value.shape))
+    if isinstance(value, (list, tuple)) and value:
+        return types.ArrayType(_value_type(value[0], name, types))
+    if isinstance(value, Mapping) and value:
+        first = next(iter(value.values()))
+        return types.MapType(types.StringType(), _value_type(first, name, types))
+    raise ConfigError(
+        f"answer {name!r}: Spark cannot type {type(value).__name__} value {value!r} (from the "
+        "model's postprocess on an example row); pass contract='tensors'"
+    )
+
+
+def _return_type(plan: Plan, output: str | None) -> Any:
+    types = require("pyspark.sql.types", "spark")
+    if output is not None:
+        return spark_type(plan.outputs[0])
+    fields = [types.StructField(o.name, spark_type(o)) for o in plan.outputs]
+    if plan.on_error == "column":
+        fields.append(types.StructField(ERROR_COLUMN, types.StringType()))
+    return types.StructType(fields)
 
 
 def predict_udf(
@@ -66,82 +113,125 @@ def predict_udf(
     *,
     output: str | None = None,
     batch_size: int | None = None,
+    columns: Sequence[str] | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """A pandas UDF: call it with one column per model input, in the signature's order.
+    """A pandas UDF running the model's contract on its argument columns.
 
-    A column is a scalar column, or an array column (flat or nested; flat arrays are
-    reshaped to the input's declared shape). Join several scalar columns into one input
-    with ``pyspark.sql.functions.array``. The UDF returns a struct with one field per
-    output, or only ``output``'s value when one is named. The model is loaded on the driver
-    once to read its outputs; ``options`` go to :func:`modelport.load` everywhere.
+    For a model without its own ``preprocess``, or with ``contract="tensors"``: one column
+    per model input, in the served signature's order (an array column, flat or nested; join
+    scalar columns into one with ``pyspark.sql.functions.array``). For a model with its own
+    ``preprocess``: one column whose value is each row's payload, or the columns named in
+    ``columns`` (each row's payload is then ``{name: value}``). ``columns`` also names the
+    arguments in error messages.
+
+    The UDF returns a struct with one field per output (or per key of ``postprocess``'s
+    answer), plus ``error`` with ``on_error="column"``; or only ``output``'s value when one is
+    named. The model is loaded on the driver once to read its outputs; ``options`` go to
+    :func:`modelport.load` everywhere.
     """
-    functions = require("pyspark.sql.functions", "spark")
-    types = require("pyspark.sql.types", "spark")
-    pd = require("pandas", "spark")
+    require("pyspark.sql.functions", "spark")
+    check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    infos = select_outputs(model, output)
-    if output is not None:
-        return_type = spark_type(infos[0])
+    payloads = contract == "payload" and custom_preprocess(model)
+    if payloads:
+        names = list(columns) if columns else ["payload"]
+        mapping: Columns = names if columns else names[0]
     else:
-        return_type = types.StructType([types.StructField(i.name, spark_type(i)) for i in infos])
-    inputs = model.signature.input_names if model.signature else [model.single_input_name()]
-    fn = _udf_body(spec, inputs, infos, output, batch_size or spec.batch_size())
+        inputs = input_names(model) or [model.single_input_name(model.served_signature)]
+        names = list(columns) if columns else inputs
+        if len(names) != len(inputs):
+            raise ConfigError(
+                f"columns= names {len(names)} argument(s) {names}; model {model.name!r} takes "
+                f"one per input {inputs}"
+            )
+        mapping = dict(zip(inputs, names))
+    plan = make_plan(
+        spec,
+        model,
+        mapping,
+        names,
+        contract=contract,
+        on_error=on_error,
+        batch_size=batch_size,
+        output=output,
+    )
+    return _udf(plan, output)
+
+
+def _udf(plan: Plan, output: str | None) -> Any:
+    functions = require("pyspark.sql.functions", "spark")
+    pd = require("pandas", "spark")
+    fn = _udf_body(plan, output)
     # pyspark picks the UDF's kind from its type hints; these are built at run time.
     iterator: Any = Iterator
     tuple_of: Any = tuple  # pyspark (4.0+) reads tuple[...] like typing.Tuple[...]
+    many = len(plan.columns) > 1
     fn.__annotations__ = {
-        "batches": iterator[tuple_of[pd.Series, ...]] if len(inputs) > 1 else iterator[pd.Series],
+        "batches": iterator[tuple_of[pd.Series, ...]] if many else iterator[pd.Series],
         "return": iterator[pd.Series] if output is not None else iterator[pd.DataFrame],
     }
-    return functions.pandas_udf(fn, return_type)
+    return functions.pandas_udf(fn, _return_type(plan, output))
 
 
-def _udf_body(
-    spec: ModelSpec,
-    names: Sequence[str],
-    infos: Sequence[OutputInfo],
-    output: str | None,
-    size: int,
-) -> Any:
+def _udf_body(plan: Plan, output: str | None) -> Any:
+    names = plan.columns
+
     def predict(batches: Any) -> Any:
         import pandas as pd
 
-        model = spec.load()
+        model = plan.spec.load()
         for batch in batches:
             series = batch if isinstance(batch, tuple) else (batch,)
             if len(series) != len(names):
                 raise ConfigError(
-                    f"model {model.name!r} takes {len(names)} input column(s) {list(names)}, "
-                    f"the UDF was called with {len(series)}"
+                    f"model {model.name!r} takes {len(names)} column(s) {names}, the UDF was "
+                    f"called with {len(series)}"
                 )
-            results = _predict_series(model, names, series, size)
-            columns = {i.name: _to_column(results[i.name], i, pd) for i in infos}
+            by_name = {n: part.to_numpy() for n, part in zip(names, series)}
+            result = run_plan(model, plan, by_name.__getitem__, len(series[0]))
+            columns = _columns(plan, result, pd)
             yield columns[output] if output is not None else pd.DataFrame(columns)
 
     return predict
 
 
-def _predict_series(
-    model: Model, names: Sequence[str], series: Sequence[Any], size: int
-) -> dict[str, np.ndarray]:
-    inputs = {n: conform(model, n, column_array(s.to_numpy(), n)) for n, s in zip(names, series)}
-    if model.signature:
-        model.signature.check_inputs(inputs)
-    return predict_in_chunks(model, inputs, size)
+def _columns(plan: Plan, result: Predicted, pd: Any) -> dict[str, Any]:
+    bad = result.bad
+    columns = {o.name: _to_column(result.values[o.name], o, bad, pd) for o in plan.outputs}
+    if plan.on_error == "column":
+        columns[ERROR_COLUMN] = pd.Series(result.errors, dtype=object)
+    return columns
 
 
-def _to_column(array: np.ndarray, info: OutputInfo, pd: Any) -> Any:
-    key = "O" if array.dtype.kind in "OSU" else f"{array.dtype.kind}{array.dtype.itemsize}"
-    target = _SPARK_TYPES.get(key, ("", "object"))[1]
+def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) -> Any:
+    if info.answer:
+        return pd.Series([_cell(v) for v in array], dtype=object)
+    target = _SPARK_TYPES.get(_key(array.dtype), ("", "object"))[1]
     if array.dtype != np.dtype(target):
         array = array.astype(target)
+    if bad.any():  # nulls: an object column, None in each bad row
+        cells = array.tolist() if array.ndim == 1 else list(array)
+        return pd.Series([None if b else c for c, b in zip(cells, bad)], dtype=object)
     if array.ndim == 1:
         return pd.Series(array)
     if array.ndim == 2:
         return pd.Series(list(array))
     return pd.Series(array.tolist())
+
+
+def _cell(value: Any) -> Any:
+    """An answer's value as plain Python, as Spark's Arrow conversion takes it."""
+    if isinstance(value, Mapping):
+        return {str(k): _cell(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def with_predictions(
@@ -151,34 +241,42 @@ def with_predictions(
     columns: Columns = None,
     prefix: str = "",
     batch_size: int | None = None,
+    contract: Contract = "payload",
+    on_error: OnError = "raise",
     **options: Any,
 ) -> Any:
-    """``frame`` with one column per model output, named ``prefix + output``.
+    """``frame`` with the model's answer as columns, each named ``prefix + name``.
 
-    ``columns`` says which columns feed which input (see
-    :data:`~modelport.integrations.Columns`); several columns for one input are joined with
-    ``array()``.
+    For a model with its own ``preprocess`` (and ``contract="payload"``, the default), each
+    row becomes a payload ``{column: value}`` of the columns ``columns`` names (all by
+    default; one name: that column's value alone); otherwise ``columns`` says which columns
+    feed which input (see :data:`~modelport.integrations.Columns`). The columns added are
+    the outputs, or the keys of ``postprocess``'s answer, plus ``error`` with
+    ``on_error="column"``.
     """
     functions = require("pyspark.sql.functions", "spark")
+    check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    mapping = input_columns(model, columns, list(frame.columns))
-    outputs = [prefix + o.name for o in describe_outputs(model)]
-    clash = [c for c in outputs if c in frame.columns]
+    plan = make_plan(
+        spec,
+        model,
+        columns,
+        list(frame.columns),
+        contract=contract,
+        on_error=on_error,
+        batch_size=batch_size,
+    )
+    added = plan.result_names(prefix)
+    clash = [c for c in added if c in frame.columns]
     if clash:
         raise ConfigError(
             f"output column(s) {clash} already exist in the frame; pass prefix= to rename them"
         )
-    names = model.signature.input_names if model.signature else list(mapping)
-    args = [
-        functions.col(mapping[n][0]) if len(mapping[n]) == 1 else functions.array(*mapping[n])
-        for n in names
-    ]
-    udf = predict_udf(spec, batch_size=batch_size)
+    udf = _udf(plan, None)
     hidden = "__modelport_predictions__"
-    with_struct = frame.withColumn(hidden, udf(*args))
-    fields = [o.name for o in describe_outputs(model)]
+    with_struct = frame.withColumn(hidden, udf(*[functions.col(f"`{c}`") for c in plan.columns]))
     return with_struct.select(
         *[functions.col(f"`{c}`") for c in frame.columns],
-        *[functions.col(f"{hidden}.`{f}`").alias(prefix + f) for f in fields],
+        *[functions.col(f"{hidden}.`{f}`").alias(prefix + f) for f in plan.result_names()],
     )
