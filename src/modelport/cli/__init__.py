@@ -23,6 +23,7 @@ __all__ = ["app", "main"]
 
 COMMANDS = ["info", "serve", "predict", "report", "feedback", "export", "build", "versions"]
 """Modules under ``modelport.cli`` that each register commands."""
+COMMANDS += ["perf", "tune"]
 
 app = typer.Typer(
     name="modelport",

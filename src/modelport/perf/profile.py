@@ -1,0 +1,151 @@
+"""Batching defaults from the model itself: time one call at a few batch sizes and pick the
+largest batch worth its latency, as Triton's Model Analyzer does offline, in well under a
+second at start.
+
+The rule: a request that arrives while a batch runs waits for it, then runs in the next, so
+its latency is up to two calls. ``max_batch_size`` is the largest timed size whose call fits
+in half the latency budget and still adds at least :data:`GAIN` rows a second over half its
+size (past that, bigger batches only add latency). ``max_queue_delay_ms`` is how long the
+batcher waits for the callers of the last batch to come back: a tenth of the budget at most,
+and no longer than a call at batch 1 takes (so a lone caller's wait never doubles its
+latency), between 0.1 and 2 ms.
+
+Settings a user wrote (``batching:`` in ``modelport.yaml``) always win: :func:`startup_batching`
+returns None for them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import CONFIG_FILE, BatchingConfig
+from ..model import Model
+
+__all__ = [
+    "DEFAULT_BUDGET_MS",
+    "GAIN",
+    "BatchTiming",
+    "choose_batching",
+    "explicit_batching",
+    "startup_batching",
+    "time_batches",
+]
+
+DEFAULT_BUDGET_MS = 50.0
+"""The p99 latency a served model should keep when nothing else is said."""
+GAIN = 1.15
+"""A batch size is worth it when it gives at least this many times the rows a second of half
+its size."""
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One batch size, timed."""
+
+    size: int
+    seconds: float
+    """Median seconds of one ``predict_batch`` call at this size."""
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.size / self.seconds if self.seconds > 0 else float("inf")
+
+
+def time_batches(
+    model: Model,
+    sizes: tuple[int, ...] = SIZES,
+    *,
+    budget_ms: float = DEFAULT_BUDGET_MS,
+    repeats: int = 5,
+    max_seconds: float = 2.0,
+) -> list[BatchTiming]:
+    """Median call time of ``model.predict_batch`` at each size, on generated inputs; sizes
+    stop growing once a call takes more than the budget, or after ``max_seconds`` in all."""
+    model.ensure_loaded()
+    began = time.perf_counter()
+    out: list[BatchTiming] = []
+    for size in sizes:
+        inputs = model.example_inputs(size)
+        model.predict_batch(inputs)  # warm: allocations, kernels
+        calls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.predict_batch(inputs)
+            calls.append(time.perf_counter() - start)
+        out.append(BatchTiming(size, statistics.median(calls)))
+        if calls and out[-1].seconds * 1000 > budget_ms:
+            break
+        if time.perf_counter() - began > max_seconds:
+            break
+    return out
+
+
+def choose_batching(
+    timings: list[BatchTiming], budget_ms: float = DEFAULT_BUDGET_MS
+) -> dict[str, Any]:
+    """``{"max_batch_size", "max_queue_delay_ms"}`` for these timings (see the module)."""
+    if not timings:
+        raise ValueError("no timings to choose from")
+    by_size = {t.size: t for t in timings}
+    fits = [t for t in timings if 2 * t.seconds * 1000 <= budget_ms] or [timings[0]]
+    best = fits[0]
+    for timing in fits[1:]:
+        half = by_size.get(timing.size // 2)
+        if half is None or timing.rows_per_s >= GAIN * half.rows_per_s:
+            best = timing
+        else:
+            break
+    single_ms = timings[0].seconds * 1000
+    delay = min(2.0, budget_ms / 10, max(0.1, single_ms))
+    return {"max_batch_size": best.size, "max_queue_delay_ms": round(delay, 3)}
+
+
+def explicit_batching(model: Model) -> bool:
+    """Whether someone set this model's batching: a ``batching:`` limit in the
+    ``modelport.yaml`` that applies to it (beside it, or a version folder's parent's), or
+    values other than the defaults."""
+    defaults = BatchingConfig()
+    batching = model.config.batching
+    if (batching.max_batch_size, batching.max_queue_delay_ms) != (
+        defaults.max_batch_size,
+        defaults.max_queue_delay_ms,
+    ):
+        return True
+    if model.path is None:
+        return False
+    here = model.path if model.path.is_dir() else model.path.parent
+    folders = [here, here.parent] if here.name.isdigit() else [here]  # a version's shared one
+    return any(_yaml_sets_batching(folder / CONFIG_FILE) for folder in folders)
+
+
+def _yaml_sets_batching(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    batching = data.get("batching") if isinstance(data, dict) else None
+    return isinstance(batching, dict) and bool(
+        {"max_batch_size", "max_queue_delay_ms"} & set(batching)
+    )
+
+
+def startup_batching(model: Model, budget_ms: float = DEFAULT_BUDGET_MS) -> BatchingConfig | None:
+    """The batching to serve ``model`` with when nobody set it (None when somebody did):
+    its current batching with the size and delay chosen from a few timed calls; None too
+    for a model that cannot be timed on generated inputs."""
+    if explicit_batching(model):
+        return None
+    try:
+        timings = time_batches(model, budget_ms=budget_ms)
+    except Exception:  # no signature to make inputs from, or a model that cannot batch
+        return None
+    return replace(model.batching, **choose_batching(timings, budget_ms))
