@@ -21,9 +21,10 @@ from ..errors import ModelportError
 
 __all__ = ["app", "main"]
 
-COMMANDS = ["info", "serve", "predict", "report", "feedback", "export", "build", "versions"]
-"""Modules under ``modelport.cli`` that each register commands."""
-COMMANDS += ["perf", "tune"]
+COMMANDS = [
+    "info", "serve", "predict", "perf", "tune", "report", "feedback", "export", "build", "versions",
+]  # fmt: skip
+"""Modules under ``modelport.cli`` that each register commands (in the help's order)."""
 
 app = typer.Typer(
     name="modelport",
