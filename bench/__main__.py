@@ -43,7 +43,14 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for servers and C1")
     parser.add_argument("--client-cpus", default="1", help="taskset CPU list for load generators")
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--tuned",
+        type=int,
+        metavar="THREADS",
+        dest="threads",
+        help="run the hand-tuned modelport.yaml (the workloads' batching limits, THREADS "
+        "intra-op threads) instead of modelport's defaults; its rows are labelled tuned",
+    )
     parser.add_argument(
         "--profile",
         type=int,

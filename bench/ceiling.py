@@ -26,7 +26,12 @@ def session(directory: Path) -> Any:
 
     runtime = yaml.safe_load((directory / "modelport.yaml").read_text()).get("runtime", {})
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(runtime.get("intra_op_threads", 0))
+    if "intra_op_threads" in runtime:
+        options.intra_op_num_threads = int(runtime["intra_op_threads"])
+    else:  # what the server picks by default: the CPUs this (pinned) process may use
+        from modelport.cpus import cpu_budget
+
+        options.intra_op_num_threads = cpu_budget().threads(1)
     options.inter_op_num_threads = int(runtime.get("inter_op_threads", 0))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3

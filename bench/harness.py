@@ -54,8 +54,9 @@ class Settings:
     c1_seconds: float = 2.0
     server_cpus: str | None = "0"
     client_cpus: str | None = "1"
-    threads: int = 1
-    """onnxruntime intra-op threads, for every target: one per server CPU."""
+    threads: int | None = None
+    """None: modelport's defaults everywhere (no batching or runtime settings); a number: the
+    hand-tuned configuration, with that many onnxruntime intra-op threads for every target."""
     cold_starts: int = 3
     contract_rounds: int = 15
     """Rounds of the contract-overhead micro-benchmark; 0 skips it."""

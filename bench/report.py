@@ -173,7 +173,14 @@ def markdown(results: Mapping[str, Any], plot_name: str | None, note: str = "") 
                 "CPUs",
                 f"servers on {s['server_cpus']}, load generators on {s['client_cpus']} (taskset)",
             ],
-            ["onnxruntime threads", f"intra-op {s['threads']}, inter-op 1, for every target"],
+            [
+                "configuration",
+                "**defaults**: `modelport serve MODEL`, no flags, no batching or runtime "
+                "settings (threads from the CPU budget, batching chosen at start)"
+                if s.get("threads") is None
+                else f"**tuned** by hand: the workloads' batching limits, intra-op "
+                f"{s['threads']}, inter-op 1, for every target",
+            ],
             ["B", f"gunicorn, {s['gunicorn_workers']} sync workers"],
             [
                 "timing",

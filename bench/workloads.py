@@ -85,8 +85,12 @@ def model_options(threads: int) -> dict[str, int]:
     return {"intra_op_threads": threads, "inter_op_threads": 1}
 
 
-def build(workload: Workload, root: Path, threads: int = 1) -> Bodies:
-    """Write ``root/<key>/`` (``model/`` and the request bodies); reuse an identical model."""
+def build(workload: Workload, root: Path, threads: int | None = None) -> Bodies:
+    """Write ``root/<key>/`` (``model/`` and the request bodies); reuse an identical model.
+
+    ``threads`` None: the model directory holds no batching or runtime settings, so every
+    target runs modelport's defaults (``modelport serve MODEL``, no flags); a number: the
+    hand-tuned configuration (the workload's batching limits, that many intra-op threads)."""
     data = root / workload.key
     directory = data / "model"
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,17 +182,18 @@ def _dumps(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _write_config(workload: Workload, directory: Path, threads: int) -> None:
+def _write_config(workload: Workload, directory: Path, threads: int | None) -> None:
     import yaml
 
-    config = {
+    config: dict[str, Any] = {
         "name": workload.key,
         "version": "1",
         "description": workload.description,
-        "batching": {
+    }
+    if threads is not None:  # tuned by hand; the defaults leave both to modelport
+        config["batching"] = {
             "max_batch_size": workload.max_batch_size,
             "max_queue_delay_ms": workload.max_queue_delay_ms,
-        },
-        "runtime": model_options(threads),
-    }
+        }
+        config["runtime"] = model_options(threads)
     (directory / "modelport.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -73,6 +73,8 @@ class ModelConfig:
     signature: Signature | None = None
     request_signature: Signature | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    batching_set: frozenset[str] = frozenset()
+    """The ``batching:`` keys ``modelport.yaml`` gave (the others are defaults)."""
     runtime: Mapping[str, Any] = field(default_factory=dict)
     warmup: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -183,6 +185,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         signature=signature,
         request_signature=request_signature,
         batching=BatchingConfig(**parsed.batching.model_dump()),
+        batching_set=frozenset(parsed.batching.model_fields_set),
         runtime=parsed.runtime,
         warmup=parsed.warmup.model_dump(exclude_unset=True),
         extra=parsed.extra,

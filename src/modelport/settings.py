@@ -64,6 +64,9 @@ class Settings:
     threads: int | None = None
     """Intra-op threads per model call, for runtimes that take them; None: the CPUs this
     process may use (affinity mask, cgroup quota) shared among the workers."""
+    auto_batching: bool = True
+    """Time each model at start to choose ``max_batch_size`` and ``max_queue_delay_ms`` when
+    its ``modelport.yaml`` sets neither; off, the fixed defaults (32 rows, 1 ms)."""
     device: str | None = None
     """Where models run (``cpu``, ``cuda``, ``cuda:N``, ``auto``) unless a model's own
     ``device:`` says; None: the CPU."""
@@ -155,6 +158,8 @@ class Settings:
         options: dict[str, Any] = {"intra_op_threads": threads}
         if self.device is not None:
             options["device"] = self.device
+        if not self.auto_batching:
+            options["auto_batching"] = False
         return options
 
     @classmethod
@@ -193,6 +198,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "workers": int,
     "threads": _optional(int),
     "device": _optional(str),
+    "auto_batching": parse_bool,
     "max_body_size": int,
     "request_timeout": _optional(float),
     "shutdown_timeout": float,

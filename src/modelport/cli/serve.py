@@ -52,6 +52,12 @@ def serve(
     threads: int | None = _setting(
         "threads", "Intra-op threads per model call (ONNX Runtime and the like)."
     ),
+    auto_batching: bool | None = _setting(
+        "auto_batching",
+        "Choose each model's batch size and queue delay from its timings at start, unless "
+        "its modelport.yaml sets them.",
+        "--auto-batching/--no-auto-batching",
+    ),
     device: str | None = _setting(
         "device", "Where models run: cpu, cuda, cuda:N or auto (a model's device: wins)."
     ),
@@ -154,6 +160,7 @@ def serve(
             "workers": workers,
             "threads": threads,
             "device": device,
+            "auto_batching": auto_batching,
             "max_body_size": max_body_size,
             "request_timeout": request_timeout,
             "shutdown_timeout": shutdown_timeout,

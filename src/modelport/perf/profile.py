@@ -19,10 +19,9 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from ..config import CONFIG_FILE, BatchingConfig
+from ..config import BatchingConfig
 from ..model import Model
 
 __all__ = [
@@ -107,34 +106,15 @@ def choose_batching(
 
 def explicit_batching(model: Model) -> bool:
     """Whether someone set this model's batching: a ``batching:`` limit in the
-    ``modelport.yaml`` that applies to it (beside it, or a version folder's parent's), or
-    values other than the defaults."""
+    ``modelport.yaml`` that applies to it, or values other than the defaults (a
+    :class:`~modelport.config.ModelConfig` made in code)."""
+    if {"max_batch_size", "max_queue_delay_ms"} & model.config.batching_set:
+        return True
     defaults = BatchingConfig()
     batching = model.config.batching
-    if (batching.max_batch_size, batching.max_queue_delay_ms) != (
+    return (batching.max_batch_size, batching.max_queue_delay_ms) != (
         defaults.max_batch_size,
         defaults.max_queue_delay_ms,
-    ):
-        return True
-    if model.path is None:
-        return False
-    here = model.path if model.path.is_dir() else model.path.parent
-    folders = [here, here.parent] if here.name.isdigit() else [here]  # a version's shared one
-    return any(_yaml_sets_batching(folder / CONFIG_FILE) for folder in folders)
-
-
-def _yaml_sets_batching(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    batching = data.get("batching") if isinstance(data, dict) else None
-    return isinstance(batching, dict) and bool(
-        {"max_batch_size", "max_queue_delay_ms"} & set(batching)
     )
 
 

@@ -46,6 +46,7 @@ def prepare(runner: ModelRunner, samples: Sequence[dict[str, np.ndarray]]) -> No
         model.ensure_loaded()
     except Exception as exc:
         raise StageError("load", exc) from exc
+    runner.choose_batching()
     warmup = dict(model.config.warmup)
     if warmup.get("enabled", True) is False:
         return

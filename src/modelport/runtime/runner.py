@@ -109,6 +109,7 @@ class ModelRunner:
             self.state = ModelState.FAILED
             self.error = f"{type(exc).__name__}: {exc}"
             raise
+        self.choose_batching()
         self._warm_up()
         self.state = ModelState.READY
         log.info(
@@ -117,6 +118,31 @@ class ModelRunner:
                 "model": self.name,
                 "version": self.version,
                 "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    def choose_batching(self) -> None:
+        """Batching from the model's own timings when nobody set it (``batching:`` in
+        ``modelport.yaml``): a few timed calls pick ``max_batch_size`` and
+        ``max_queue_delay_ms`` (:mod:`modelport.perf.profile`). The ``auto_batching: false``
+        option (``--no-auto-batching``) keeps the defaults."""
+        if not self.model.options.get("auto_batching", True):
+            return
+        from ..perf.profile import startup_batching
+
+        chosen = startup_batching(self.model)
+        if chosen is None:
+            return
+        self.model.batching = chosen
+        self.batcher.max_batch_size = max(1, chosen.max_batch_size)
+        self.batcher._delay = max(0.0, chosen.max_queue_delay_ms) / 1000.0
+        log.info(
+            "batching chosen from the model's timings",
+            extra={
+                "model": self.name,
+                "version": self.version,
+                "max_batch_size": chosen.max_batch_size,
+                "max_queue_delay_ms": chosen.max_queue_delay_ms,
             },
         )
 
