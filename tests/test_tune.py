@@ -195,3 +195,26 @@ def test_startup_batching_only_where_nobody_set_it(tmp_path: Path) -> None:
     (folder / "modelport.yaml").write_text("batching: {max_batch_size: 32}\n")  # the default, set
     assert explicit_batching(resolve(folder))
     assert startup_batching(resolve(folder)) is None
+
+
+def test_a_served_model_gets_its_batching_from_its_timings(tmp_path: Path) -> None:
+    """The runner chooses at load, unless the file sets batching or the option turns it off."""
+    from modelport.runtime.runner import ModelRunner
+
+    folder = tmp_path / "auto"
+    folder.mkdir()
+    onnx_mlp(folder / "model.onnx", [4, 8, 3])
+    runner = ModelRunner(resolve(folder))
+    runner.load()
+    chosen = runner.model.batching
+    assert chosen.max_batch_size in (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    assert 0.1 <= chosen.max_queue_delay_ms <= 2.0
+    assert runner.batcher.max_batch_size == chosen.max_batch_size
+
+    off = ModelRunner(resolve(folder, auto_batching=False))
+    off.load()
+    assert off.model.batching == BatchingConfig()
+    (folder / "modelport.yaml").write_text("batching: {max_queue_delay_ms: 5}\n")
+    explicit = ModelRunner(resolve(folder))
+    explicit.load()
+    assert explicit.model.batching == BatchingConfig(max_queue_delay_ms=5)
