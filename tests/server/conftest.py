@@ -134,7 +134,7 @@ def free_socket() -> socket.socket:
 class LiveServer:
     """The real app under uvicorn in a background thread, on a free loopback port."""
 
-    def __init__(self, dataplane: DataPlane, settings: Settings, **protocol: float) -> None:
+    def __init__(self, dataplane: DataPlane, settings: Settings, **protocol: Any) -> None:
         import uvicorn
 
         self.dataplane = dataplane

@@ -16,6 +16,12 @@ When to run:
   runs far less efficiently than full ones. An idle model has nothing to wait for, and a
   lone caller finds its own previous request was the whole circulation.
 
+Under load the worker thread does not hand back to the event loop between batches: while a
+full batch waits, it takes and runs it at once, and the loop gets each batch's answers in one
+callback. A model's throughput then does not depend on how long the loop's turns take (with
+thousands of connections a turn can take tens of milliseconds, and a batch that needs a turn to
+start runs once a turn).
+
 The queue holds at most ``max_queue_size`` requests; past that ``submit`` raises
 :class:`OverloadedError` at once. When a batched call raises, the batch is split in halves
 and retried, so only the failing request(s) get the error. A model whose batched call does
@@ -104,7 +110,10 @@ class Batcher:
         self._closing = False
         self._running = 0
         self._circulation = 0
+        self._last_size = 0
         self._last_end = 0.0
+        self._rows_in = 0
+        self._rows_out = 0
 
     @property
     def depth(self) -> int:
@@ -142,6 +151,7 @@ class Batcher:
             self._task = loop.create_task(self._dispatch())
         assert self._wakeup is not None
         item = _Item(inputs, rows, _key(inputs), loop.create_future(), context)
+        self._rows_in += rows
         self._queue.append(item)
         self._wakeup.set()
         if timeout is None:
@@ -177,33 +187,61 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            start = time.perf_counter()
-            if self._on_batch is not None:
-                self._on_batch(sum(i.rows for i in batch), [start - i.enqueued for i in batch])
             self._running = len(batch)
             try:
-                results, calls = await loop.run_in_executor(self._executor, self._run, batch)
+                await loop.run_in_executor(self._executor, self._work, batch, loop)
             finally:
                 self._running = 0
-            contexts: list[Any] = []
-            for item, result in zip(batch, results):
-                if item.future.done():  # timed out or cancelled meanwhile
-                    contexts.append(None)
-                    continue
-                contexts.append(item.context)
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-            if self._on_done is not None:
-                for first, stop, inputs, outputs in calls:
-                    try:
-                        rows = [item.rows for item in batch[first:stop]]
-                        self._on_done(contexts[first:stop], rows, inputs, outputs)
-                    except Exception:
-                        log.exception("batch observer of model %r failed", self.name)
-            self._circulation = len(batch) + len(self._queue)
+            self._circulation = self._last_size + len(self._queue)
             self._last_end = time.perf_counter()
+
+    def _work(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        """In the worker thread: run ``batch``, then the next ones while a full batch waits;
+        each batch's answers go to the loop in one callback."""
+        while True:
+            start = time.perf_counter()
+            waits = [start - item.enqueued for item in batch]
+            results, calls = self._run(batch)
+            loop.call_soon_threadsafe(self._settle, batch, waits, results, calls)
+            self._last_size = len(batch)
+            if self._closing or not self._full_batch_waits():
+                return
+            batch = self._take()
+            if not batch:
+                return
+            self._running = len(batch)
+
+    def _full_batch_waits(self) -> bool:
+        # Two counters, each written by one side: the loop adds, whoever takes removes.
+        return self._rows_in - self._rows_out >= self.max_batch_size
+
+    def _settle(
+        self,
+        batch: list[_Item],
+        waits: list[float],
+        results: list[Outputs | BaseException],
+        calls: list[_Call],
+    ) -> None:
+        """On the loop: tell ``on_batch``, answer the batch's callers, then tell ``on_done``."""
+        if self._on_batch is not None:
+            self._on_batch(sum(item.rows for item in batch), waits)
+        contexts: list[Any] = []
+        for item, result in zip(batch, results):
+            if item.future.done():  # timed out or cancelled meanwhile
+                contexts.append(None)
+                continue
+            contexts.append(item.context)
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+        if self._on_done is not None:
+            for first, stop, inputs, outputs in calls:
+                try:
+                    rows = [item.rows for item in batch[first:stop]]
+                    self._on_done(contexts[first:stop], rows, inputs, outputs)
+                except Exception:
+                    log.exception("batch observer of model %r failed", self.name)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait (bounded) for the callers of the previous batch to come back."""
@@ -223,23 +261,23 @@ class Batcher:
         """The next batch: the oldest live request and those after it that fit with it."""
         queue = self._queue
         while queue and queue[0].future.done():
-            queue.popleft()
+            self._rows_out += queue.popleft().rows
         if not queue:
             return []
         head = queue.popleft()
         batch = [head]
         rows = head.rows
-        if head.key is None:
-            return batch
-        while queue and rows < self.max_batch_size:
-            item = queue[0]
-            if item.future.done():
-                queue.popleft()
-                continue
-            if item.key != head.key or rows + item.rows > self.max_batch_size:
-                break
-            batch.append(queue.popleft())
-            rows += item.rows
+        if head.key is not None:
+            while queue and rows < self.max_batch_size:
+                item = queue[0]
+                if item.future.done():
+                    self._rows_out += queue.popleft().rows
+                    continue
+                if item.key != head.key or rows + item.rows > self.max_batch_size:
+                    break
+                batch.append(queue.popleft())
+                rows += item.rows
+        self._rows_out += rows
         return batch
 
     # -- in the worker thread ---------------------------------------------------------------

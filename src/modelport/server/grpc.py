@@ -8,9 +8,13 @@ works unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hmac
 import logging
+import os
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -21,6 +25,7 @@ from .._deps import require
 from ..errors import (
     ConfigError,
     InvalidInputError,
+    ModelNotReadyError,
     ModelportError,
     OverloadedError,
     PredictionError,
@@ -29,6 +34,7 @@ from ..protocol import grpc_codec as codec
 from ..protocol.grpc_codec import pb
 from ..runtime.dataplane import DataPlane, new_id
 from ..settings import Settings
+from .admission import Admission
 from .errors import internal_error, status_for
 from .http import host_port
 from .metrics import PrometheusMetrics
@@ -93,10 +99,21 @@ def _model_name(name: str, field: str = "name") -> str:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` over a :class:`DataPlane`."""
 
-    def __init__(self, dataplane: DataPlane, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        settings: Settings | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.settings = settings or Settings()
+        self.admission = admission or Admission(self.settings.max_concurrency)
+        """Requests in flight, shared with HTTP; past its cap a call is refused at once."""
         self.in_flight = 0
+        self.draining = False
+        """Set when the server stops: new inference calls get UNAVAILABLE (retry elsewhere)."""
+        self.unfinished = 0
+        """Inference calls taken and not yet finished (their answer sent), refusals aside."""
 
     @_translated
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -125,6 +142,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         started = time.perf_counter()
         name, version, request_id = request.model_name, request.model_version, request.id
         status = "OK"
+        if self.draining:
+            raise ModelNotReadyError("the server is shutting down; retry on another replica")
+        if not self.admission.enter():
+            raise OverloadedError(
+                f"server overloaded: {self.admission.limit} requests in flight "
+                "(max_concurrency); retry later",
+                retry_after=1.0,
+            )
+        self.unfinished += 1
+        context.add_done_callback(self._finished)
         self.in_flight += 1
         try:
             _model_name(name, "model_name")
@@ -147,6 +174,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise PredictionError(told) from None
         finally:
             self.in_flight -= 1
+            self.admission.leave()
             seconds = time.perf_counter() - started
             self.dataplane.metrics.observe_request(name, version, "grpc", status, seconds)
             if self.settings.access_log or status == "INTERNAL":
@@ -161,6 +189,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                         "ms": round(seconds * 1000, 3),
                     },
                 )
+
+    def _finished(self, context: Any) -> None:
+        self.unfinished -= 1
 
 
 class _Health(_HealthBase):  # type: ignore[misc]
@@ -226,20 +257,26 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 class _Served:
     health: _Health | None
     port: int
+    servicer: InferenceServicer
 
 
 _SERVED: weakref.WeakKeyDictionary[Any, _Served] = weakref.WeakKeyDictionary()
 
 
 async def start_grpc_server(
-    dataplane: DataPlane, host: str, port: int, settings: Settings | None = None
+    dataplane: DataPlane,
+    host: str,
+    port: int,
+    settings: Settings | None = None,
+    admission: Admission | None = None,
 ) -> Any:
     """Start serving ``dataplane`` over gRPC on ``host:port``; returns the ``grpc.aio.Server``.
 
     ``port`` 0 picks a free port: read it back with :func:`bound_port`. From ``settings``:
     ``max_body_size`` bounds each message received or sent, ``auth_token`` requires
     ``authorization: Bearer <token>`` on all but the health calls, and ``workers > 1`` lets
-    that many processes share the port. Stop the server with :func:`stop_grpc_server`.
+    that many processes share the port; ``admission`` (shared with HTTP) caps the inference
+    calls in flight. Stop the server with :func:`stop_grpc_server`.
     """
     settings = settings or Settings()
     server = grpc.aio.server(
@@ -251,7 +288,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", int(settings.workers > 1)),
         ],
     )
-    servicer = InferenceServicer(dataplane, settings)
+    servicer = InferenceServicer(dataplane, settings, admission)
     if isinstance(dataplane.metrics, PrometheusMetrics):
         dataplane.metrics.track_in_flight("grpc", lambda: servicer.in_flight)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -272,7 +309,7 @@ async def start_grpc_server(
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
     await server.start()
-    _SERVED[server] = _Served(health, bound)
+    _SERVED[server] = _Served(health, bound, servicer)
     log.debug("gRPC listening", extra={"address": host_port(host, bound)})
     return server
 
@@ -283,9 +320,72 @@ def bound_port(server: Any) -> int:
 
 
 async def stop_grpc_server(server: Any, grace: float | None = 30.0) -> None:
-    """Graceful stop: health turns NOT_SERVING, new calls are refused, calls in flight get
-    ``grace`` seconds to finish."""
+    """Graceful stop: health turns NOT_SERVING and new inference calls get UNAVAILABLE at once;
+    the calls in flight get ``grace`` seconds (None: all they need) to be answered; then the
+    connections are cut and the server stops.
+
+    grpc's own stop cancels the calls that are still arriving when it begins (their callers
+    see CANCELLED, which clients do not retry); on a connection cut under them they fail with
+    UNAVAILABLE, the code to retry on another replica.
+    """
     served = _SERVED.pop(server, None)
-    if served is not None and served.health is not None:
-        await served.health.enter_graceful_shutdown()
-    await server.stop(grace)
+    loop = asyncio.get_running_loop()
+    deadline = None if grace is None else loop.time() + grace
+    if served is not None:
+        served.servicer.draining = True
+        if served.health is not None:
+            await served.health.enter_graceful_shutdown()
+        servicer = served.servicer
+        while servicer.unfinished and (deadline is None or loop.time() < deadline):
+            await asyncio.sleep(0.005)
+        if not servicer.unfinished:
+            _cut_connections(served.port)
+    await server.stop(None if deadline is None else max(0.0, deadline - loop.time()))
+
+
+def _cut_connections(port: int) -> int:
+    """Close grpc's listener on ``port`` and shut down the connections accepted on it, under
+    grpc's feet (it has no call for that); how many connections.
+
+    Linux only (it lists ``/proc/self/fd``); elsewhere nothing is cut.
+    """
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    listeners: list[tuple[int, socket.socket]] = []
+    connections: list[socket.socket] = []
+    for name in fds:
+        try:
+            fd = int(name)
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except (OSError, ValueError):
+            continue  # closed meanwhile
+        try:
+            if (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.type == socket.SOCK_STREAM
+                and sock.getsockname()[1] == port
+            ):
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    listeners.append((fd, sock))
+                else:
+                    connections.append(sock)
+                continue
+        except OSError:
+            pass
+        sock.close()
+    for fd, sock in listeners:  # first, so that no client reconnects meanwhile
+        # grpc's descriptor now names an unbound socket, and the listening one is closed: new
+        # connections are refused, and grpc's poller never hears of it (shutting the
+        # listener down instead makes grpc log an accept error).
+        with socket.socket(sock.family, socket.SOCK_STREAM) as unbound:
+            os.dup2(unbound.fileno(), fd)
+        sock.close()
+    for sock in connections:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+    return len(connections)

@@ -13,15 +13,32 @@ and ``Transfer-Encoding``, a bad chunk size, a URL over 16 KiB), and times out s
 a request's headers must arrive within ``header_timeout`` seconds of its first byte (of the
 connection, for a new one) and its body within ``body_timeout`` of its headers, or the
 connection gets a 408 and is closed (a slow-loris client cannot hold it).
+
+When the server stops, :meth:`drain` keeps a connection open for what its client still sends:
+each request is answered, with ``Connection: close`` (uvicorn's own shutdown closes an idle
+kept-alive connection at once, so a request already on its way there is lost).
+
+Under overload it refuses cheaply (see :mod:`.admission`): past ``max_concurrency`` requests in
+flight, a request (any method but GET and HEAD, which health probes and scrapes use) gets a
+pre-encoded JSON 503 as soon as its headers are in (held :data:`HOLD` on a kept-alive
+connection), and its body is skipped unread; past ``max_connections`` open connections, a new
+one gets a 503 and is closed. A request whose
+client has gone is dropped (its task cancelled, so it leaves the batch queue unrun), and one
+with a ``Request-Timeout: SECONDS`` header is answered 504 and dropped once that has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
 from typing import Any
 
 from .._deps import require
 from ..protocol.codec import dumps
+from .admission import Admission
 
 __all__ = ["BODY_TIMEOUT", "HEADER_TIMEOUT", "MAX_URL_BYTES", "http_protocol"]
 
@@ -32,15 +49,76 @@ BODY_TIMEOUT = 60.0
 MAX_URL_BYTES = 16 * 1024
 """Longest request target accepted; longer is a 414."""
 
-_STATUS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long"}
+_STATUS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+_UNCOUNTED = (b"GET", b"HEAD")
+"""Methods that never count against ``max_concurrency``: probes, scrapes, metadata."""
+HOLD = 0.03
+"""Seconds an overload refusal (503) on a kept-alive connection is held before it is sent: a
+closed-loop client sends its next request as soon as it has the answer, and answered at once
+such clients would turn every spare cycle of the server into refusals (the admitted requests
+starving); held, each connection costs at most one refusal per hold."""
+_LINGER = 1.0
+"""Seconds a refused connection is read (and discarded) before it is closed: closing a socket
+with unread data resets it, and the reset can destroy the 503 before the client reads it."""
 
 
 def http_protocol(
-    header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    admission: Admission | None = None,
+    max_connections: int | None = None,
 ) -> type[Any]:
-    """The protocol class to give ``uvicorn.Config(http=...)``."""
+    """The protocol class to give ``uvicorn.Config(http=...)``; ``admission`` caps the requests
+    in flight (shared with gRPC), ``max_connections`` the open connections."""
     httptools = require("httptools", extra="serve")
     impl = require("uvicorn.protocols.http.httptools_impl", extra="serve")
+    refusals: dict[tuple[bytes, bool], tuple[object, bytes]] = {}
+
+    def refusal(message: bytes, defaults: list[tuple[bytes, bytes]], close: bool) -> bytes:
+        """The bytes of a 503, built again only when the default headers (the date) change."""
+        built, data = refusals.get((message, close), (None, b""))
+        if built is not defaults:
+            head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
+            head += [name + b": " + value + b"\r\n" for name, value in defaults]
+            head += [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(message),
+                b"retry-after: 1\r\n",
+                b"connection: close\r\n\r\n" if close else b"\r\n",
+            ]
+            data = b"".join(head) + message
+            refusals[message, close] = (defaults, data)
+        return data
+
+    held: deque[tuple[float, Any, bytes]] = deque()
+    flushing: list[asyncio.TimerHandle | None] = [None]
+
+    def hold(loop: asyncio.AbstractEventLoop, transport: Any, data: bytes, now: float) -> None:
+        """Send ``data`` on ``transport`` :data:`HOLD` seconds after ``now``."""
+        held.append((now + HOLD, transport, data))
+        if flushing[0] is None:
+            flushing[0] = loop.call_at(now + HOLD, flush, loop)
+
+    def flush(loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time() + 0.001  # what is due within a millisecond goes now
+        try:
+            while held and held[0][0] <= due:
+                _, transport, data = held.popleft()
+                if not transport.is_closing():
+                    with contextlib.suppress(RuntimeError, OSError):  # closed meanwhile
+                        transport.write(data)
+        finally:
+            flushing[0] = loop.call_at(held[0][0], flush, loop) if held else None
+
+    too_many = dumps(
+        {"error": f"server overloaded: {max_connections} connections open (max_connections)"}
+    )
 
     class HttpToolsProtocol(impl.HttpToolsProtocol):  # type: ignore[misc, name-defined]
         _pending = 0
@@ -48,14 +126,64 @@ def http_protocol(
         _deadline: asyncio.TimerHandle | None = None
         """When the headers (or the body) being read are due."""
         _url_bytes = 0
+        draining = False
+        """The server stops (set on the class, it holds for connections accepted later too)."""
+        _refused = False
+        """Over ``max_connections``: answered 503 at once, read and discarded until closed."""
+        _skipping = False
+        """A refused request's body is being read and discarded."""
+        _skip_close = False
+        """And the connection closes once it is in."""
+        timeout_keep_alive_task: asyncio.TimerHandle | None
+        _active_at = 0.0
+        """When this connection last had a request refused without the parser."""
+        _message_open = False
+        """The parser is inside a request (its head or body)."""
+        _active: Any = None
+        """The request whose ASGI task runs (or ran last) on this connection."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            if max_connections is not None and len(self.connections) > max_connections:
+                self._refused = True
+                defaults = self.server_state.default_headers
+                transport.write(refusal(too_many, defaults, close=True))
+                if transport.can_write_eof():
+                    transport.write_eof()
+                self.loop.call_later(_LINGER, transport.close)
+                return
             self._arm(header_timeout, "headers")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            active = self._active
+            if active is not None:
+                if not active.response_started and not active.task.done():
+                    active.task.cancel()  # the client has gone: leave the batch queue unrun
+                self._finish(active)
+            for cycle, _ in self.pipeline:  # never started
+                self._finish(cycle)
             super().connection_lost(exc)
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            cycle.task = task = self.loop.create_task(cycle.run_asgi(app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+            self._active = cycle
+
+        def _finish(self, cycle: Any) -> None:
+            """A request is answered or dropped: give its place back, stop its timeout."""
+            if getattr(cycle, "admitted", False):
+                cycle.admitted = False
+                admission.leave()  # type: ignore[union-attr]
+            expiry = getattr(cycle, "expiry", None)
+            if expiry is not None:
+                expiry.cancel()
+                cycle.expiry = None
+
+        def on_response_complete(self) -> None:
+            self._finish(self._active)  # its place is free once the answer is out
+            super().on_response_complete()
 
         def _arm(self, seconds: float, what: str) -> None:
             self._disarm()
@@ -71,6 +199,9 @@ def http_protocol(
             self._deadline = None
             if self.transport.is_closing():
                 return
+            if self._skipping:  # the body of a refused request: it was answered already
+                self.transport.close()
+                return
             cycle = self.cycle
             busy = cycle is not None and not cycle.response_complete
             if what == "body":
@@ -84,6 +215,7 @@ def http_protocol(
             self._send_error(408, f"request {what} not received within {seconds:g} s")
 
         def on_message_begin(self) -> None:
+            self._message_open = True
             super().on_message_begin()
             self._url_bytes = 0
             if self._deadline is None:  # a kept-alive connection's next request
@@ -97,10 +229,77 @@ def http_protocol(
 
         def on_headers_complete(self) -> None:
             self._arm(body_timeout, "body")
+            previous = self.cycle
+            idle = previous is None or previous.response_complete
+            admitted = False
+            if admission is not None and self.parser.get_method() not in _UNCOUNTED:
+                # A pipelined request is never refused: its answer would have to wait its turn.
+                admitted = admission.enter(force=not idle)
+                if not admitted:
+                    self._refuse()
+                    return
+            timeout = _request_timeout(self.headers)
+            if isinstance(timeout, str):
+                if admitted:
+                    admission.leave()  # type: ignore[union-attr]
+                self._send_error(400, timeout)
+                return
             super().on_headers_complete()
+            cycle = self.cycle
+            cycle.logger = _QUIET  # a task cancelled on purpose is no error
+            cycle.admitted = admitted
+            cycle.expiry = (
+                None if timeout is None else self.loop.call_later(timeout, self._expire, cycle)
+            )
+            if self.draining:
+                cycle.keep_alive = False  # the last request of this connection, so far
+                if previous is not None and not previous.response_started:
+                    previous.keep_alive = True  # a pipelined request follows it
+
+        def _refuse(self) -> None:
+            """Answer 503 (held, on a connection that stays open); the body, if any, is read
+            and discarded."""
+            close = self.draining or not self.parser.should_keep_alive()
+            message = refusal(admission.refusal, self.server_state.default_headers, close)  # type: ignore[union-attr]
+            if close:
+                self.transport.write(message)
+            else:
+                hold(self.loop, self.transport, message, self.loop.time())
+            self._skipping = True
+            self._skip_close = close
+
+        def _expire(self, cycle: Any) -> None:
+            """A request's ``Request-Timeout`` has passed: drop it, and answer 504 unless an
+            answer before it on this connection is still due."""
+            task = getattr(cycle, "task", None)
+            cycle.expiry = None
+            if cycle.response_started or (task is not None and task.done()):
+                return
+            cycle.disconnected = True  # nothing more is written for it
+            if task is not None:
+                task.cancel()
+            self._finish(cycle)
+            if cycle is self._active:
+                self._send_error(504, "no answer within the request's Request-Timeout")
+
+        def drain(self) -> None:
+            """The server stops: answer what still comes, each with ``Connection: close``."""
+            self.draining = True
+            if self.cycle is not None and not self.cycle.response_started:
+                self.cycle.keep_alive = False  # the newest request (pipelined ones before it)
+
+        def on_body(self, body: bytes) -> None:
+            if not self._skipping:
+                super().on_body(body)
 
         def on_message_complete(self) -> None:
             self._disarm()
+            self._message_open = False
+            if self._skipping:
+                self._skipping = False
+                if self._skip_close:
+                    self.transport.close()
+                return
             super().on_message_complete()
 
         def send_400_response(self, msg: str) -> None:
@@ -121,6 +320,10 @@ def http_protocol(
             self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if admission is not None and admission.full and self._refused_quickly(data):
+                return
             if self._pending:
                 data = self._take_body(data)
                 if not data:
@@ -144,9 +347,71 @@ def http_protocol(
                 else:
                     self._ignore_upgrade(data[exc.args[0] :] if exc.args else b"")
 
+        def _refused_quickly(self, data: bytes) -> bool:
+            """Refuse a plain POST that came whole in one read without parsing it (the parser's
+            callbacks cost more than the rest of a refusal); False leaves it to the parser."""
+            if (
+                data[:5] != b"POST "
+                or self._pending
+                or self._skipping
+                or self._message_open
+                or self.draining  # its answer must say Connection: close
+            ):
+                return False
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                return False
+            end = data.find(b"\r\n\r\n")
+            line = data.find(b"\r\n")
+            if end < 0 or data[line - 9 : line] != b" HTTP/1.1":
+                return False
+            head = data[line:end].lower()
+            if (
+                b"\r\ntransfer-encoding:" in head
+                or b"\r\nconnection:" in head
+                or b"\r\nexpect:" in head
+                or b"\r\nupgrade:" in head
+            ):
+                return False  # framing, closing or 100-continue: the parser's to read
+            start = head.find(b"\r\ncontent-length:")
+            length = 0
+            if start >= 0:
+                stop = head.find(b"\r\n", start + 17)
+                digits = (head[start + 17 : stop] if stop > 0 else head[start + 17 :]).strip()
+                if not digits.isdigit():
+                    return False
+                length = int(digits)
+            if len(data) != end + 4 + length:
+                return False  # more to come, or a pipelined request behind it
+            admission.refused += 1  # type: ignore[union-attr]
+            if self._deadline is not None:
+                self._disarm()
+            loop = self.loop
+            now = self._active_at = loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+            message = refusal(admission.refusal, self.server_state.default_headers, False)  # type: ignore[union-attr]
+            hold(loop, self.transport, message, now)
+            return True
+
+        def timeout_keep_alive_handler(self) -> None:
+            # Refusals answered without the parser leave uvicorn's keep-alive timer running.
+            left = self._active_at + self.timeout_keep_alive - self.loop.time()
+            if left > 0:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    left, self.timeout_keep_alive_handler
+                )
+                return
+            super().timeout_keep_alive_handler()
+
         def _ignore_upgrade(self, rest: bytes) -> None:
             cycle = self.cycle
             framing = dict(self.headers)
+            if self._skipping:
+                self.transport.close()  # a refused request: its 503 is out
+                return
             if cycle is None or b"transfer-encoding" in framing:
                 self.send_400_response(
                     "cannot serve a chunked body with an HTTP/2 upgrade offer; send plain HTTP/1.1"
@@ -189,3 +454,30 @@ def http_protocol(
 
 class _UrlTooLong(Exception):
     """Raised from the parser's URL callback; answered with a 414."""
+
+
+def _request_timeout(headers: list[tuple[bytes, bytes]]) -> float | str | None:
+    """The ``Request-Timeout`` header's seconds, None without one, or what is wrong with it."""
+    for name, value in headers:
+        if name == b"request-timeout":
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+            if not 0 < seconds < math.inf:
+                text = value.decode("latin-1")
+                return f"invalid Request-Timeout header {text!r}: expected seconds above 0"
+            return seconds
+    return None
+
+
+class _QuietCancels(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's logger for a request, less the error it logs when the request's task is
+    cancelled: that is a request dropped on purpose (its client gone, its timeout passed)."""
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(kwargs.get("exc_info"), asyncio.CancelledError):
+            super().error(msg, *args, **kwargs)
+
+
+_QUIET = _QuietCancels(logging.getLogger("uvicorn.error"))

@@ -1,9 +1,17 @@
 """The composition root: settings → models → data plane → HTTP (and gRPC) servers → drain.
 
-``serve(settings)`` runs until SIGTERM/SIGINT, then: readiness turns false, no new
-connections are taken, in-flight requests are answered (up to ``shutdown_timeout``), queued
-batches finish, and it returns (exit status 0). With ``workers > 1`` a supervisor process
-binds the port and starts that many server processes sharing it.
+``serve(settings)`` runs until SIGTERM/SIGINT, then drains (docs/server.md):
+
+- at once: readiness turns false (liveness stays true), the HTTP listener closes, and new gRPC
+  inference calls get ``UNAVAILABLE``;
+- for ``drain_period`` seconds, requests arriving on open HTTP connections are still answered,
+  each with ``Connection: close`` (a client that pooled the connection before the endpoint was
+  removed loses nothing); the period ends sooner once no connection is left open;
+- requests in flight on either transport are answered, queued batches finish, the prediction
+  log is flushed, and it returns (exit status 0), all by ``shutdown_timeout`` after the signal.
+
+With ``workers > 1`` a supervisor process binds the port and starts that many server processes
+sharing it.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Generator
 from functools import partial
 from types import FrameType
@@ -27,6 +37,7 @@ from ..cpus import cpu_budget
 from ..runtime.dataplane import DataPlane
 from ..runtime.repository import discover
 from ..settings import Settings
+from .admission import Admission
 from .app import create_app
 from .http import host_port
 from .metrics import PrometheusMetrics
@@ -54,9 +65,13 @@ def _server_class() -> type[Any]:
     uvicorn = require("uvicorn", extra="serve")
 
     class _Server(uvicorn.Server):  # type: ignore[misc, name-defined]
-        """uvicorn's server, with a hook at the signal and no re-raised signal at exit."""
+        """uvicorn's server, with a hook at the signal, a drain period for open connections
+        and no re-raised signal at exit."""
 
         on_exit: Callable[[], None] | None = None
+        drain_period = 0.0
+        signalled: float | None = None
+        """When the signal came (``time.monotonic()``): the drain's deadlines count from it."""
 
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
@@ -71,11 +86,141 @@ def _server_class() -> type[Any]:
                     signal.signal(sig, handler)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if self.on_exit is not None and not self.should_exit:
-                self.on_exit()
+            if not self.should_exit:
+                self.signalled = time.monotonic()
+                if self.on_exit is not None:
+                    self.on_exit()
             super().handle_exit(sig, frame)
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            """uvicorn's start-up, with :class:`_Acceptor` on ``sockets`` in place of the
+            loop's own server."""
+            if not sockets:
+                await super().startup(sockets)
+                return
+            await self.lifespan.startup()
+            if self.lifespan.should_exit:
+                sys.exit(uvicorn.config.STARTUP_FAILURE)
+            config = self.config
+
+            def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> Any:
+                return config.http_protocol_class(
+                    config=config,
+                    server_state=self.server_state,
+                    app_state=self.lifespan.state,
+                    _loop=_loop,
+                )
+
+            loop = asyncio.get_running_loop()
+            self.servers = [_Acceptor(loop, s, create_protocol, config.backlog) for s in sockets]
+            self.started = True
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            """Close the listener; answer what open connections still send for the drain
+            period (each with ``Connection: close``); close the idle ones; wait for the
+            requests in flight until the deadline; then the app's shutdown."""
+            began = self.signalled or time.monotonic()
+            deadline = began + self.config.timeout_graceful_shutdown
+            drain_end = min(began + self.drain_period, deadline)
+            protocol = self.config.http_protocol_class
+            if hasattr(protocol, "drain"):
+                protocol.draining = True  # for connections still being set up, too
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:
+                sock.close()
+            state = self.server_state
+            for connection in list(state.connections):
+                getattr(connection, "drain", connection.shutdown)()
+            await self._until(lambda: not state.connections, drain_end)
+            if state.connections:
+                log.info(
+                    "drain period over: closing idle connections, finishing requests in flight",
+                    extra={"connections": len(state.connections)},
+                )
+            for connection in list(state.connections):
+                connection.shutdown()  # idle: closed now; busy: closed after its answer
+            await self._until(lambda: not state.connections and not state.tasks, deadline)
+            if state.tasks:
+                log.error(
+                    "shutdown_timeout reached: cancelling %d request(s) in flight",
+                    len(state.tasks),
+                )
+                for task in list(state.tasks):
+                    task.cancel()
+            for connection in list(state.connections):
+                connection.transport.abort()
+            for server in self.servers:
+                await server.wait_closed()
+            if not self.force_exit:
+                await self.lifespan.shutdown()
+
+        async def _until(self, done: Callable[[], bool], deadline: float) -> None:
+            while not done() and not self.force_exit and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+
     return _Server
+
+
+class _Acceptor:
+    """Accepts every connection waiting on a listening socket at each turn of the loop.
+
+    uvloop (libuv) accepts one connection a turn; under load a turn takes tens of milliseconds,
+    and thousands of connections wait in the kernel's queue for seconds, their requests
+    unread (answered, or refused, only long after they were sent).
+    """
+
+    BATCH = 1024
+    """Most connections taken in one turn."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        backlog: int,
+    ) -> None:
+        self._loop, self._sock, self._factory = loop, sock, factory
+        sock.setblocking(False)
+        sock.listen(backlog)
+        loop.add_reader(sock.fileno(), self._accept)
+        self._open = True
+
+    def _accept(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, say: pause, as asyncio's own server
+                log.warning("cannot accept connections for a second: %s", exc)
+                self._loop.remove_reader(self._sock.fileno())
+                self._loop.call_later(1.0, self._resume)
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            task.add_done_callback(_connected)
+
+    def _resume(self) -> None:
+        if self._open:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Take the connections already waiting, then stop accepting (the socket is its
+        owner's to close: the kernel resets a connection still in its queue then, whose client
+        may have sent its request)."""
+        if self._open:
+            self._open = False
+            self._accept()
+            self._loop.remove_reader(self._sock.fileno())
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+def _connected(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a connection failed as it was accepted: %s", task.exception())
 
 
 async def serve_async(
@@ -111,12 +256,15 @@ async def serve_async(
             "serving beyond loopback without authentication; set --auth-token",
             extra={"host": settings.host},
         )
+    admission = Admission(settings.max_concurrency)  # shared by HTTP and gRPC
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.http_port,
         loop="none",
-        http=http_protocol(settings.header_timeout, settings.body_timeout),
+        http=http_protocol(
+            settings.header_timeout, settings.body_timeout, admission, settings.max_connections
+        ),
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -126,6 +274,7 @@ async def serve_async(
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     server = _server_class()(config)
+    server.drain_period = settings.drain_period
     # The log first: a bad --log-db fails before any listener is up to be torn down.
     prediction_log = None
     if settings.log_db is not None:
@@ -138,7 +287,7 @@ async def serve_async(
     try:
         if sockets is None:
             sockets = [bind(settings.host, settings.http_port)]
-        grpc_server = await _start_grpc(dataplane, settings)
+        grpc_server = await _start_grpc(dataplane, settings, admission)
     except BaseException:
         if prediction_log is not None:
             await prediction_log.aclose()
@@ -147,7 +296,10 @@ async def serve_async(
     stopping: list[asyncio.Task[Any]] = []
 
     def drain() -> None:
-        log.info("shutting down: readiness off, finishing in-flight requests")
+        log.info(
+            "shutting down: readiness off, answering open connections for the drain period",
+            extra={"drain_period": settings.drain_period, "deadline": settings.shutdown_timeout},
+        )
         if grpc_server is not None:
             from .grpc import stop_grpc_server
 
@@ -245,7 +397,7 @@ async def _wait(tasks: list[asyncio.Task[Any]]) -> None:
         await task
 
 
-async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
+async def _start_grpc(dataplane: DataPlane, settings: Settings, admission: Admission) -> Any:
     if not settings.grpc_port:
         return None
     try:
@@ -256,7 +408,7 @@ async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
         log.warning("gRPC front door not installed; serving HTTP only")
         return None
     return await grpc_front.start_grpc_server(
-        dataplane, settings.host, settings.grpc_port, settings
+        dataplane, settings.host, settings.grpc_port, settings, admission
     )
 
 
