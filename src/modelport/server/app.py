@@ -73,10 +73,12 @@ class App:
         self._token = (
             f"Bearer {self.settings.auth_token}".encode() if self.settings.auth_token else None
         )
-        from .admin import install
+        from . import admin, console
 
-        self.routes: tuple[Route, ...] = ROUTES + install(self)
-        """The routes served: :data:`ROUTES`, plus the admin API when it is on."""
+        self.routes: tuple[Route, ...] = ROUTES + admin.install(self) + console.install(self)
+        """The routes served: :data:`ROUTES`, the admin API when it is on, the console's."""
+        self._public = console.PUBLIC_HANDLERS
+        """Handlers open without the token: the console page and static files (no data)."""
         self._routes: dict[tuple[str, int], list[Route]] = {}
         for route in self.routes:
             self._routes.setdefault((route.method, len(route.segments)), []).append(route)
@@ -134,6 +136,7 @@ class App:
             elif (
                 self._token is not None
                 and path not in _OPEN_PATHS
+                and route.handler not in self._public
                 and not _authorized(headers.get(b"authorization"), self._token)
             ):
                 response = _error(401, "missing or wrong bearer token", www_auth=True)

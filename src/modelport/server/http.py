@@ -99,7 +99,7 @@ class Route:
             return None
         params: dict[str, str] = {}
         for want, got in zip(self.segments, parts):
-            if want[0] == "{":
+            if want[:1] == "{":  # ("" is the one segment of "/")
                 if not got:
                     return None
                 params[want[1:-1]] = got

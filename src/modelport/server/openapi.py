@@ -1,4 +1,8 @@
-"""``/openapi.json`` built from the route table itself, so it cannot drift from the routes."""
+"""``/openapi.json`` built from the route table itself, so it cannot drift from the routes.
+
+``/docs`` renders it with Swagger UI, shipped inside the package (``server/static/vendor``)
+rather than loaded from a CDN, so it works on a machine with no internet.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from ..datatypes import DATATYPES
 if TYPE_CHECKING:
     from .http import Route
 
-__all__ = ["DOCS_HTML", "document"]
+__all__ = ["document"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TENSOR = {
@@ -74,6 +78,20 @@ _ERRORS = {
     "504": "The request's timeout passed",
 }
 
+_NUMBER = {"type": "number"}
+_TIME = {"oneOf": [_NUMBER, {"type": "string", "format": "date-time"}]}
+_QUERY: dict[str, tuple[tuple[str, dict[str, Any], str], ...]] = {
+    "console_metrics": (("window", _NUMBER, "seconds the rates cover, 1-300 (default 10)"),),
+    "console_report": (
+        ("since", _TIME, "start: seconds since the epoch or an ISO 8601 time (UTC)"),
+        ("until", _TIME, "end, likewise"),
+        ("window", _NUMBER, "seconds per plotted window (default: about 24 windows)"),
+        ("reference", {"type": "string"}, "the reference file's name: .csv, .npz or .npy"),
+        ("reference_input", {"type": "string"}, "the input a .csv or .npy reference is"),
+    ),
+}
+"""Query parameters of the console's routes, by handler."""
+
 
 def _operation(route: Route) -> dict[str, Any]:
     params = [
@@ -96,8 +114,6 @@ def _operation(route: Route) -> dict[str, Any]:
                 'in the prediction log; V2 requests may send it as the "metadata" parameter.',
             }
         )
-    if params:
-        op["parameters"] = params
     if route.handler.__name__ == "infer":
         op["requestBody"] = {
             "required": True,
@@ -142,6 +158,23 @@ def _operation(route: Route) -> dict[str, Any]:
             "description": "Ground truth for a logged request (one value, or one per row), "
             "or a list of such objects: the good ones are stored, each bad one is reported",
         }
+    elif route.handler.__name__ == "console_report":
+        op["requestBody"] = {
+            "required": False,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "description": "A reference data set for drift (.csv, .npz or .npy, as named by "
+            "the reference parameter), or nothing",
+        }
+        op["responses"]["200"] = {
+            "description": "The report: one HTML page, its plots embedded",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+    params += [
+        {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+        for name, schema, text in _QUERY.get(route.handler.__name__, ())
+    ]
+    if params:
+        op["parameters"] = params
     if route.model_route or params:
         for code, text in _ERRORS.items():
             op["responses"][code] = {
@@ -168,14 +201,3 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
-
-
-DOCS_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>modelport API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-<noscript>The API is described by <a href="/openapi.json">/openapi.json</a>.</noscript>
-</body></html>
-"""
