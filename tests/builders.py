@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -376,3 +377,198 @@ def fields_model(directory: Path) -> Path:
     (directory / "model.py").write_text(FIELDS_MODEL)
     (directory / "modelport.yaml").write_text(f"name: {directory.name}\n")
     return directory
+
+
+# -- Hugging Face directories: tiny, random, made with the libraries' own APIs --------------------
+
+HF_CORPUS = [
+    "Paris is the capital of France",
+    "Berlin and Munich are cities in Germany",
+    "Marie Curie worked in Paris",
+    "the model answers every request",
+    "a tokenizer pads each batch once",
+    "texts of different lengths join one batch",
+    "the server batches requests from many clients",
+    "hello world",
+]
+HF_MAX_LENGTH = 48
+"""The tokenizer's limit (the model has 64 positions): texts are cut to this many tokens."""
+HF_SENTIMENT = ("negative", "positive", "neutral")
+HF_ENTITIES = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+HF_IMAGE_CLASSES = ("cat", "dog", "bird")
+
+
+def hf_tokenizer(max_length: int = HF_MAX_LENGTH) -> Any:
+    """A BERT-style WordPiece tokenizer trained on :data:`HF_CORPUS`, as a
+    ``PreTrainedTokenizerFast`` (``[CLS] text [SEP]``, token type ids, offsets)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(
+        HF_CORPUS, trainers.WordPieceTrainer(vocab_size=160, special_tokens=special)
+    )
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def hf_bert(directory: Path, task: str = "feature-extraction", *, seed: int = 0) -> Path:
+    """A randomly initialised BERT (hidden 32, 2 layers, 64 positions) for ``task``, with
+    its tokenizer, saved by ``save_pretrained``."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+    )
+
+    tokenizer = hf_tokenizer()
+    labels = {"text-classification": HF_SENTIMENT, "token-classification": HF_ENTITIES}.get(
+        task, ()
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    head = {
+        "feature-extraction": BertModel,
+        "text-classification": BertForSequenceClassification,
+        "token-classification": BertForTokenClassification,
+    }[task]
+    torch.manual_seed(seed)
+    model = head(config).eval()
+    if task == "token-classification":
+        with torch.no_grad():  # a bias towards entities, so that the tiny model finds some
+            model.classifier.bias.copy_(torch.tensor([-1.0, 0.5, 0.3, 0.5, 0.3]))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def hf_sentence_transformer(
+    directory: Path, base: Path, *, pooling: str = "mean", dense: int = 0
+) -> Path:
+    """A sentence-transformers directory made with its own API: ``base`` (a BERT directory)
+    as the Transformer, then Pooling, an optional Dense layer (tanh) and Normalize."""
+    import torch
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Dense,
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # sentence-transformers before 6
+        from sentence_transformers.models import (  # type: ignore[no-redef, import-not-found]
+            Dense,
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(1)
+    transformer = Transformer(str(base))
+    size = (
+        transformer.get_embedding_dimension()
+        if hasattr(transformer, "get_embedding_dimension")
+        else transformer.get_word_embedding_dimension()
+    )
+    modules: list[Any] = [transformer, Pooling(size, pooling)]
+    if dense:
+        modules.append(Dense(size, dense, activation_function=torch.nn.Tanh()))
+    modules.append(Normalize())
+    SentenceTransformer(modules=modules, device="cpu").save(str(directory))
+    return directory
+
+
+def hf_vit(directory: Path, *, seed: int = 0) -> Path:
+    """A randomly initialised ViT image classifier (32x32 images, 8x8 patches) and its image
+    processor, saved by ``save_pretrained``."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    try:  # transformers 5 without torchvision: the PIL processor, named so that it does not warn
+        from transformers import ViTImageProcessorPil as ViTImageProcessor
+    except ImportError:
+        from transformers import ViTImageProcessor  # type: ignore[assignment]
+
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label=dict(enumerate(HF_IMAGE_CLASSES)),
+        label2id={name: i for i, name in enumerate(HF_IMAGE_CLASSES)},
+    )
+    torch.manual_seed(seed)
+    ViTForImageClassification(config).eval().save_pretrained(directory)  # type: ignore[no-untyped-call]
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+_HF_BUILT: dict[str, Path] = {}
+
+
+def hf_models(root: Path) -> dict[str, Path]:
+    """Every tiny Hugging Face directory, built once per process (the first call's ``root``):
+    ``bert`` (a bare encoder), ``st`` (sentence-transformers: mean pooling, Dense 16, Normalize),
+    ``cls`` (text classification), ``ner`` (token classification), ``vit`` (image
+    classification), and ``st-onnx``, ``cls-onnx``, ``ner-onnx``, ``vit-onnx``: copies with
+    an exported ``model.onnx`` (so they serve on ONNX Runtime)."""
+    if _HF_BUILT:
+        return _HF_BUILT
+    import shutil
+
+    from modelport.export import to_onnx
+
+    built = {
+        "bert": hf_bert(root / "bert"),
+        "cls": hf_bert(root / "cls", "text-classification", seed=2),
+        "ner": hf_bert(root / "ner", "token-classification", seed=3),
+        "vit": hf_vit(root / "vit", seed=4),
+    }
+    built["st"] = hf_sentence_transformer(root / "st", built["bert"], dense=16)
+    for name in ("st", "cls", "ner", "vit"):
+        copy = root / f"{name}-onnx"
+        shutil.copytree(built[name], copy)
+        to_onnx(copy)
+        built[f"{name}-onnx"] = copy
+    _HF_BUILT.update(built)
+    return _HF_BUILT

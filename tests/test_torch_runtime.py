@@ -405,6 +405,42 @@ def test_weights_that_do_not_fit_the_module(
         modelport.load(root)
 
 
+def test_strict_false_loads_weights_that_do_not_fit_and_names_the_keys(
+    state_dict_dir: tuple[Path, Any],
+    tmp_path: Path,
+    rng: np.random.Generator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A checkpoint with a buffer the class no longer has (BERT's position_ids) and without
+    a parameter the class added: refused by default, with the way out; loaded with strict:
+    false, which names both keys in one log line."""
+    _, net = state_dict_dir
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    weights["embeddings.position_ids"] = torch.arange(8)
+    misfit = tmp_path / "misfit"
+    misfit.mkdir()
+    torch.save(weights, misfit / "weights.pt")
+    (misfit / "model.py").write_text(
+        textwrap.dedent(NET_SOURCE)
+        + "\n\nclass Scaled(Net):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.scale = torch.nn.Parameter(torch.ones(1))\n"
+    )
+    (misfit / "modelport.yaml").write_text("runtime: {module: Net}\n")
+    with pytest.raises(modelport.ConfigError, match=r"Unexpected key.*position_ids.*strict: false"):
+        modelport.load(misfit)
+    (misfit / "modelport.yaml").write_text("runtime: {module: Scaled, strict: false}\n")
+    with caplog.at_level("WARNING", logger="modelport.runtime"):
+        model = modelport.load(misfit)
+    lines = [r.getMessage() for r in caplog.records if "strict: false" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "missing [scale]" in lines[0] and "unexpected [embeddings.position_ids]" in lines[0]
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), _ref(net, x), rtol=1e-6, atol=1e-6)
+    (misfit / "modelport.yaml").write_text("runtime: {module: Net, strict: maybe}\n")
+    with pytest.raises(modelport.ConfigError, match="'strict' must be true or false"):
+        modelport.load(misfit)
+
+
 def test_pickled_module_needs_trust(tmp_path: Path, rng: np.random.Generator) -> None:
     torch.manual_seed(5)
     net = DictHeads().eval()

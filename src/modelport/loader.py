@@ -78,7 +78,10 @@ def resolve(
     directory = path if path.is_dir() else path.parent
     cfg = config if config is not None else _config_beside(directory, path)
     cfg = cfg.merged(name=name, version=version, framework=framework, trust=trust)
-    artifact = find_artifact(path, cfg.artifact) if path.is_dir() else path
+    if path.is_dir() and cfg.framework == "huggingface" and not cfg.artifact:
+        artifact: Path | None = path  # the directory is the model
+    else:
+        artifact = find_artifact(path, cfg.artifact) if path.is_dir() else path
     fmt = cfg.framework or (detect_format(artifact) if artifact is not None else "python")
     runtime = runtime_class(fmt)
     # Beside weights, model.py may hold only the nn.Module class they belong to.

@@ -23,9 +23,21 @@ def register(app: typer.Typer) -> None:
 
 def onnx(
     model: Path = MODEL,
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Where to write the .onnx file (default for a Hugging Face directory: its "
+        "model.onnx, which it then serves on).",
+    ),
     tolerance: float = typer.Option(
         1e-4, "--tolerance", help="Largest absolute difference allowed between the outputs."
+    ),
+    rtol: float | None = typer.Option(
+        None,
+        "--rtol",
+        help="Relative tolerance: a difference may be tolerance + rtol x |original| "
+        "(default 0.001 for Hugging Face models, else 0).",
     ),
     opset: int | None = typer.Option(
         None, "--opset", help="ONNX opset version (default: the exporter's choice)."
@@ -38,15 +50,20 @@ def onnx(
     ),
     trust: bool = TRUST,
 ) -> None:
-    """Export a PyTorch, Keras or scikit-learn model to ONNX and report the parity check."""
+    """Export a PyTorch, Keras, scikit-learn or Hugging Face model to ONNX and report the
+    parity check."""
     from ..export import to_onnx
+    from ..export.onnx import default_output
 
+    if output is None and default_output(model) is None:
+        raise ExportError(f"{model}: say where to write the .onnx file (-o OUT.onnx)")
     report = to_onnx(
         model,
         output,
         sample_inputs=_read_samples(samples) if samples is not None else None,
         opset=opset,
         tolerance=tolerance,
+        rtol=rtol,
         trust=trust or None,
     )
     typer.echo(str(report))

@@ -37,6 +37,7 @@ FRAMEWORK_EXTRAS: dict[str, str] = {
     "modelport.frameworks.sklearn": "sklearn",
     "modelport.frameworks.xgboost": "xgboost",
     "modelport.frameworks.lightgbm": "lightgbm",
+    "modelport.frameworks.huggingface": "hf",
 }
 """Runtime module → the extra that brings its framework (plain Python needs none)."""
 

@@ -6,7 +6,9 @@ drop-in replacement behind the same signature.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,33 @@ from .._deps import require
 from ..errors import ExportError
 from ..model import Model
 
-__all__ = ["keras_to_onnx", "saved_model_to_onnx", "sklearn_to_onnx", "torch_to_onnx"]
+__all__ = [
+    "huggingface_to_onnx",
+    "keras_to_onnx",
+    "saved_model_to_onnx",
+    "sklearn_to_onnx",
+    "torch_to_onnx",
+]
 
 TORCH_OPSET = 18
 """torch.onnx's dynamo exporter is built and tested against opset 18."""
 _TWO_GIB = 2**31
+_EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+"""Loggers of the exporter's internals: a missing torchvision op, or a constant the optimiser
+could not fold ("Evaluation failed: ..."), is no fault of the exported model; parity decides."""
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def torch_to_onnx(
@@ -29,7 +53,7 @@ def torch_to_onnx(
     """TorchScript via the TorchScript exporter; nn.Modules and programs via torch.export."""
     torch = require("torch", extra="torch")
     require("onnxscript", extra="export")
-    from ..frameworks.torch import ExportedProgramModel, TorchModel, TorchScriptModel
+    from ..frameworks.torch import TorchModel
 
     assert isinstance(model, TorchModel)
     args = tuple(model.as_tensors(samples))
@@ -39,8 +63,16 @@ def torch_to_onnx(
     input_names = [name for name, _ in model.ordered_inputs(samples)]
     output_names = list(model.predict_tensors(samples))
     version = opset or TORCH_OPSET
-    # The exporter logs a warning per missing torchvision op: noise for a non-vision model.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with _quiet_exporter():
+        _torch_export(model, args, out, input_names, output_names, version)
+
+
+def _torch_export(
+    model: Any, args: Any, out: Path, input_names: list[str], output_names: list[str], version: int
+) -> None:
+    torch = require("torch", extra="torch")
+    from ..frameworks.torch import ExportedProgramModel, TorchScriptModel
+
     if isinstance(model, TorchScriptModel):
         axes = {n: {0: "batch"} for n in input_names + output_names}
         torch.onnx.export(
@@ -75,6 +107,52 @@ def torch_to_onnx(
         dynamic_shapes=tuple({0: batch} for _ in args),
         **common,
     )
+
+
+def huggingface_to_onnx(
+    model: Model, samples: dict[str, np.ndarray], out: Path, opset: int | None
+) -> None:
+    """A Hugging Face network (PyTorch) through torch.export: dynamic batch and sequence axes
+    (batch only for images), the one output the task's postprocessing reads."""
+    torch = require("torch", extra="hf")
+    require("onnxscript", extra="export")
+    from ..frameworks.huggingface import IMAGE_CLASS, HuggingFaceModel
+
+    assert isinstance(model, HuggingFaceModel) and model.signature is not None
+    if model.module is None:
+        raise ExportError(f"model {model.name!r} runs on ONNX already: export its PyTorch weights")
+    names = model.signature.input_names
+    args = tuple(torch.from_numpy(np.ascontiguousarray(samples[n])) for n in names)
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence")
+    axes = {0: batch} if model.task == IMAGE_CLASS else {0: batch, 1: sequence}
+
+    network, output = model.module, model.output_name
+
+    class Forward(torch.nn.Module):  # type: ignore[misc, name-defined]
+        """The network on positional tensors, returning the one output the task reads."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, *tensors: Any) -> Any:
+            return getattr(self.network(**dict(zip(names, tensors))), output)
+
+    large = sum(p.numel() * p.element_size() for p in network.parameters()) > _TWO_GIB * 0.9
+    with _quiet_exporter():
+        torch.onnx.export(
+            Forward().eval(),
+            args,
+            str(out),
+            input_names=names,
+            output_names=[output],
+            dynamic_shapes=(tuple(axes for _ in args),),  # one entry: forward's *tensors
+            opset_version=opset or TORCH_OPSET,
+            dynamo=True,
+            external_data=large,
+            verbose=False,
+        )
 
 
 def keras_to_onnx(

@@ -26,6 +26,7 @@ RUNTIMES: dict[str, str] = {
     "sklearn": "modelport.frameworks.sklearn:SklearnModel",
     "xgboost": "modelport.frameworks.xgboost:XGBoostModel",
     "lightgbm": "modelport.frameworks.lightgbm:LightGBMModel",
+    "huggingface": "modelport.frameworks.huggingface:HuggingFaceModel",
     "python": "modelport.frameworks.python:PythonModel",
 }
 """Format name -> ``module:Class`` of its runtime."""

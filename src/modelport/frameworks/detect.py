@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ArtifactNotFoundError, ConfigError, CorruptArtifactError, UnknownFormatError
 
-__all__ = ["EXTENSIONS", "detect_format", "find_artifact"]
+__all__ = ["EXTENSIONS", "detect_format", "find_artifact", "is_huggingface_dir"]
 
 EXTENSIONS: dict[str, str] = {
     ".onnx": "onnx",
@@ -45,9 +45,43 @@ _NOT_ARTIFACTS = {
 }
 EXPECTED = (
     ".onnx, .pt/.pth (TorchScript or state_dict), .pt2 (torch.export), .safetensors, .keras/.h5, "
-    "a SavedModel directory, .skops/.joblib/.pkl (scikit-learn), .json/.ubj (XGBoost), "
+    "a SavedModel directory, a Hugging Face directory (config.json, weights and a tokenizer or "
+    "image processor), .skops/.joblib/.pkl (scikit-learn), .json/.ubj (XGBoost), "
     ".txt (LightGBM), or a model.py"
 )
+_HF_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.onnx",
+    "onnx/model.onnx",
+)
+_HF_PREPROCESSORS = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "preprocessor_config.json",
+)
+
+
+def is_huggingface_dir(path: Path) -> bool:
+    """A directory ``save_pretrained`` wrote (``config.json``, weights, sharded or not, or an
+    exported ``model.onnx``, and a tokenizer or image processor), or a sentence-transformers
+    directory (``modules.json``)."""
+    if not path.is_dir():
+        return False
+    if (path / "modules.json").is_file():
+        return True
+    if not (path / "config.json").is_file():
+        return False
+    weights = any((path / name).is_file() for name in _HF_WEIGHTS) or any(
+        path.glob("model-*-of-*.safetensors")
+    )
+    return weights and any((path / name).is_file() for name in _HF_PREPROCESSORS)
 
 
 def detect_format(path: Path) -> str:
@@ -57,7 +91,12 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return "tensorflow"
-        raise UnknownFormatError(f"{path}: directory is not a TensorFlow SavedModel")
+        if is_huggingface_dir(path):
+            return "huggingface"
+        raise UnknownFormatError(
+            f"{path}: directory is neither a TensorFlow SavedModel nor a Hugging Face model "
+            "(config.json, weights and a tokenizer or image processor, or modules.json)"
+        )
     suffix = path.suffix.lower()
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
@@ -114,14 +153,15 @@ def find_artifact(directory: Path, artifact: str | None = None) -> Path | None:
     """The artifact inside a model directory, or None when only ``model.py`` is there.
 
     ``artifact`` (from ``modelport.yaml``) names it explicitly; otherwise the directory must
-    hold exactly one recognisable artifact, or be a SavedModel itself.
+    hold exactly one recognisable artifact, or be a SavedModel or a Hugging Face directory
+    itself (then the directory is the artifact).
     """
     if artifact:
         target = directory / artifact
         if not target.exists():
             raise ConfigError(f"{directory / 'modelport.yaml'}: artifact {artifact!r} not found")
         return target
-    if (directory / "saved_model.pb").is_file():
+    if (directory / "saved_model.pb").is_file() or is_huggingface_dir(directory):
         return directory
     candidates = []
     for child in sorted(directory.iterdir()):
