@@ -198,3 +198,46 @@ def test_torch_sees_the_gpu() -> None:
     assert torch_device({"device": "cuda"}, torch, "m").type == "cuda"
     with pytest.raises(DeviceUnavailableError, match="GPU"):
         torch_device({"device": f"cuda:{torch.cuda.device_count()}"}, torch, "m")
+
+
+# -- PyTorch ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    path = tmp_path_factory.mktemp("torch") / "net.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    return path
+
+
+@pytest.mark.skipif(TORCH_GPU, reason="this machine's torch sees a GPU")
+def test_a_torch_model_on_cuda_without_a_gpu_fails_its_load(scripted: Path) -> None:
+    with pytest.raises(DeviceUnavailableError, match=r"CPU build|sees no GPU"):
+        modelport.load(scripted, device="cuda").ensure_loaded()
+
+
+def test_half_precision_answers_float32_close_to_full(scripted: Path) -> None:
+    x = np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)
+    full = modelport.load(scripted).ensure_loaded().predict(x)
+    half = modelport.load(scripted, dtype="bfloat16", device="auto").ensure_loaded()
+    assert half.device.type == ("cuda" if TORCH_GPU else "cpu")  # type: ignore[attr-defined]
+    out = half.predict(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, full, rtol=0.05, atol=0.05)
+    with pytest.raises(ConfigError, match="dtype 'int8'"):
+        modelport.load(scripted, dtype="int8").ensure_loaded()
+
+
+@pytest.mark.gpu
+@skip_unless(TORCH_GPU, "gpu", "a CUDA build of torch and an NVIDIA GPU")
+def test_torch_on_the_gpu_answers_as_on_the_cpu(scripted: Path) -> None:
+    x = np.random.default_rng(3).standard_normal((64, 4)).astype(np.float32)
+    gpu = modelport.load(scripted, device="cuda").ensure_loaded()
+    assert gpu.device.type == "cuda"  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        gpu.predict(x), modelport.load(scripted).ensure_loaded().predict(x), rtol=1e-4, atol=1e-5
+    )

@@ -14,6 +14,7 @@ subclass of :class:`Model`, and so is a user's ``model.py``. The hooks come in t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,6 +63,10 @@ class Model:
     """For a sequence model (one whose :meth:`preprocess_batch` pads): run each batch sorted by
     length in groups of at least this many rows, each padded to its own longest row (see
     :meth:`predict_batch`); 0 runs a batch whole. ``batching.bucket_size`` overrides it."""
+    preferred_batch_size: int | None = None
+    """A batch limit the model's class knows suits it (a transformer encoder: 64), used when
+    ``modelport.yaml`` sets no ``max_batch_size``; None lets the server choose one from the
+    model's timings at start."""
     labels: Sequence[str] | None = None
     """A classifier's class names: ``labels[i]`` names class ``i`` of its first output, so
     feedback may give the class by name as well as by index."""
@@ -88,6 +93,8 @@ class Model:
         if self.config.request_signature is not None:
             self.request_signature = self.config.request_signature
         self.batching: BatchingConfig = self.config.batching
+        if self.preferred_batch_size and "max_batch_size" not in self.config.batching_set:
+            self.batching = replace(self.batching, max_batch_size=self.preferred_batch_size)
         if self.batching.bucket_size is not None:
             self.bucket_size = self.batching.bucket_size
         self.loaded = False
@@ -230,7 +237,8 @@ class Model:
                         f"{list(self.labels)} or their indices 0-{len(index) - 1}"
                     )
             return out if isinstance(value, list) else out[0]
-        first = self.signature.outputs[0] if self.signature and self.signature.outputs else None
+        sig = self.served_signature
+        first = sig.outputs[0] if sig and sig.outputs else None
         text = next((v for v in items if isinstance(v, str)), None)
         if first is not None and first.datatype != "BYTES" and text is not None:
             raise InvalidInputError(

@@ -74,7 +74,20 @@ class Settings:
     request_timeout: float | None = None
     """Seconds a request may take when it carries no ``timeout`` parameter."""
     shutdown_timeout: float = 30.0
-    """Seconds to finish in-flight requests after SIGTERM."""
+    """Seconds after SIGTERM by which the server has finished and exits: requests in flight
+    that are not answered by then are cancelled."""
+    drain_period: float = 5.0
+    """Seconds after SIGTERM during which requests arriving on open HTTP connections are still
+    answered (each with ``Connection: close``); it ends sooner once no connection is left, and
+    never after ``shutdown_timeout``."""
+    max_concurrency: int | None = 512
+    """Inference requests (HTTP and gRPC together) a server process works on at once; past it
+    a request is refused at once (503, RESOURCE_EXHAUSTED) before its body is read. None: no
+    cap (each model's ``max_queue_size`` still bounds its queue); 0 in a file, flag or
+    variable means None."""
+    max_connections: int | None = 4096
+    """Open HTTP connections per server process; past it a new one gets a 503 and is closed.
+    None: no cap."""
     header_timeout: float = 10.0
     """Seconds a request's headers may take to arrive; past them a 408 and the connection
     closed (0: no limit)."""
@@ -103,6 +116,9 @@ class Settings:
     ``swap_in_place`` (bounded memory, 503 + Retry-After during a swap)."""
     admin: bool = False
     """Serve the admin API (versions, pin, canary, shadow, rollback); needs ``auth_token``."""
+    console: bool = True
+    """Serve the console at ``/`` (models, live metrics, try-it, report), behind
+    ``auth_token`` like the data plane."""
 
     def __post_init__(self) -> None:
         if self.log_level not in _LOG_LEVELS:
@@ -121,6 +137,9 @@ class Settings:
             from .devices import parse_device
 
             parse_device(self.device)
+        for name in ("max_concurrency", "max_connections"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or none: no cap)")
         if self.max_body_size < 1:
             raise ConfigError(f"max_body_size must be >= 1, got {self.max_body_size}")
         if self.request_timeout is not None and self.request_timeout <= 0:
@@ -128,6 +147,9 @@ class Settings:
         for name in ("header_timeout", "body_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 seconds (0: no limit)")
+        for name in ("shutdown_timeout", "drain_period"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 seconds")
         if self.watch_interval <= 0:
             raise ConfigError(f"watch_interval must be > 0 seconds, got {self.watch_interval}")
         if self.swap_policy not in ("double_buffer", "swap_in_place"):
@@ -202,6 +224,9 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_body_size": int,
     "request_timeout": _optional(float),
     "shutdown_timeout": float,
+    "drain_period": float,
+    "max_concurrency": _optional(lambda v: int(v) or None),
+    "max_connections": _optional(lambda v: int(v) or None),
     "header_timeout": float,
     "body_timeout": float,
     "expose_errors": parse_bool,
@@ -217,6 +242,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "watch_interval": float,
     "swap_policy": lambda v: str(v).lower(),
     "admin": parse_bool,
+    "console": parse_bool,
 }
 _FIELDS = tuple(f.name for f in fields(Settings))
 

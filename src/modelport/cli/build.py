@@ -57,6 +57,13 @@ def build(
     mount: bool = typer.Option(
         False, "--mount", help="Leave the model out of the image; mount it at run time instead."
     ),
+    gpus: int = typer.Option(
+        0,
+        "--gpus",
+        help="NVIDIA GPUs per replica: a CUDA image and nvidia.com/gpu limits. "
+        "[default: 1 for a model whose modelport.yaml says device: cuda, else 0]",
+        show_default=False,
+    ),
     label: list[str] = typer.Option(
         [], "--label", "-l", help="Extra KEY=VALUE label on every object (repeatable)."
     ),
@@ -89,6 +96,7 @@ def build(
         grpc_port=grpc_port,
         drain_seconds=drain_seconds,
         mount=mount,
+        gpus=gpus,
         trust=trust,
         labels=_labels(label),
         lambda_memory_mb=lambda_memory,

@@ -68,7 +68,18 @@ def serve(
         "request_timeout", "Seconds a request may take unless it sets its own 'timeout'."
     ),
     shutdown_timeout: float | None = _setting(
-        "shutdown_timeout", "Seconds to finish in-flight requests after SIGTERM."
+        "shutdown_timeout", "Seconds after SIGTERM by which in-flight requests are finished."
+    ),
+    drain_period: float | None = _setting(
+        "drain_period",
+        "Seconds after SIGTERM that requests on open HTTP connections are still answered.",
+    ),
+    max_concurrency: int | None = _setting(
+        "max_concurrency",
+        "Inference requests in flight at once; past it 503 before the body is read (0: no cap).",
+    ),
+    max_connections: int | None = _setting(
+        "max_connections", "Open HTTP connections; past it a new one gets a 503 (0: no cap)."
     ),
     header_timeout: float | None = _setting(
         "header_timeout", "Seconds a request's headers may take (slow clients get a 408)."
@@ -132,6 +143,11 @@ def serve(
         "Serve the admin API (versions, pin, canary, shadow, rollback); needs --auth-token.",
         "--admin/--no-admin",
     ),
+    console: bool | None = _setting(
+        "console",
+        "Serve the console at / (models, live metrics, try-it, report); behind --auth-token.",
+        "--console/--no-console",
+    ),
 ) -> None:
     """Serve models over the Open Inference Protocol (HTTP and gRPC) until SIGTERM.
 
@@ -164,6 +180,9 @@ def serve(
             "max_body_size": max_body_size,
             "request_timeout": request_timeout,
             "shutdown_timeout": shutdown_timeout,
+            "drain_period": drain_period,
+            "max_concurrency": max_concurrency,
+            "max_connections": max_connections,
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,
             "expose_errors": expose_errors,
@@ -179,6 +198,7 @@ def serve(
             "watch_interval": watch_interval,
             "swap_policy": swap_policy,
             "admin": admin,
+            "console": console,
         },
         environ=environ,
         config_file=config,

@@ -7,8 +7,9 @@ the model is mounted). Kubernetes adds ``k8s/``, KServe ``kserve/``, Lambda ``te
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..errors import ConfigError
 from ..loader import USER_MODULE
 from ..model import Model
 from ..runtime.repository import discover
-from . import docker, kserve, kubernetes, sam
+from . import docker, gpu, kserve, kubernetes, sam
 from .options import TARGETS, DeployOptions, Target
 from .requirements import framework_extras, modelport_requirement, pinned
 
@@ -67,14 +68,20 @@ def build(
         raise ConfigError(
             "--mount is not available for lambda: the model is baked into the function's image"
         )
+    if target == "lambda" and opts.gpus:
+        raise ConfigError("--gpus is not available for lambda: AWS Lambda has no GPUs")
     src = Path(source)
     models = discover(src, trust=True if opts.trust else None)
+    if not opts.gpus and target != "lambda" and any(_on_gpu(m) for m in models):
+        opts = replace(opts, gpus=1)  # the model's own device: cuda asks for one
     folder = src.name if src.is_dir() else models[0].name
     names = sorted({m.name for m in models})
     opts = opts.resolved(names[0] if len(names) == 1 else folder, models[0].version)
     extras = sorted({e for m in models for e in framework_extras(m)})
     extras.append("lambda" if target == "lambda" else "serve")
     pins = pinned(extras, _model_requirements(src))  # may refuse: before anything is written
+    if opts.gpus:
+        pins = gpu.gpu_requirements(pins)
 
     directory = Path(out)
     _prepare(directory, force)
@@ -119,6 +126,11 @@ def build(
         for file, manifest in resources.items():
             writer.yaml(f"k8s/{file}", manifest)
         writer.yaml("k8s/kustomization.yaml", kubernetes.kustomization(opts, list(resources)))
+        for file, content in kubernetes.monitoring(opts, version).items():
+            if file.endswith(".json"):
+                writer.text(f"k8s/monitoring/{file}", json.dumps(content, indent=2) + "\n")
+            else:
+                writer.yaml(f"k8s/monitoring/{file}", content)
     elif target == "kserve":
         writer.yaml("kserve/inferenceservice.yaml", kserve.inference_service(opts, version))
 
@@ -130,7 +142,7 @@ def build(
         models=names,
         files=sorted(writer.files),
         next_steps=_next_steps(target, directory, opts, folder),
-        notes=_notes(target, opts),
+        notes=_notes(target, opts) + _gpu_notes(opts),
     )
 
 
@@ -229,6 +241,21 @@ def _local(opts: DeployOptions) -> bool:
     """Whether the image is meant to be loaded into a local cluster rather than pushed."""
     image = str(opts.image)
     return not opts.image_has_registry or image.split("/", 1)[0] in _LOCAL_REGISTRIES
+
+
+def _gpu_notes(opts: DeployOptions) -> list[str]:
+    if not opts.gpus:
+        return []
+    return [
+        f"The image runs on NVIDIA GPUs ({opts.gpus} per replica): the nodes need the NVIDIA "
+        "driver and the device plugin (or the GPU operator); docker run needs --gpus all. "
+        f"Pods tolerate the nvidia.com/gpu taint and select {gpu.GPU_NODE_LABEL}=true."
+    ]
+
+
+def _on_gpu(model: Model) -> bool:
+    device = str(model.options.get("device") or "")
+    return device.startswith(("cuda", "gpu"))
 
 
 def _notes(target: Target, opts: DeployOptions) -> list[str]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import PurePosixPath
 
 from ..settings import Settings
+from . import gpu
 from .options import DeployOptions
 
 __all__ = [
@@ -78,6 +79,11 @@ def dockerfile(
     base = f"python:{python_version()}-slim"
     wheels = "COPY wheels/ ./wheels/\n" if has_wheels else ""
     copy_model = "" if options.mount else f"COPY {model_dir}/ ./{model_dir}/\n"
+    gpu_env = ""
+    if options.gpus:
+        # The CUDA libraries come in the runtimes' wheels; the driver from the host.
+        pairs = " ".join(f"{k}={v}" for k, v in gpu.docker_env().items())
+        gpu_env = f"ENV {pairs} MODELPORT_DEVICE=cuda\n"
     lines = f"""\
 # syntax=docker/dockerfile:1
 # {description}
@@ -96,7 +102,7 @@ RUN groupadd --system --gid {UID} modelport \\
       --shell /usr/sbin/nologin modelport
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-WORKDIR {APP_DIR}
+{gpu_env}WORKDIR {APP_DIR}
 {copy_model}USER {UID}:{UID}
 EXPOSE {options.http_port} {options.grpc_port}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import gpu
 from .docker import UID, serve_command
 from .kubernetes import labels
 from .options import DeployOptions
@@ -51,6 +52,9 @@ def inference_service(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if options.gpus:
+        container["resources"]["limits"].update(gpu.resources(options.gpus))
+        env += gpu.container_env()
     if options.mount:
         # The image's entrypoint names /models/<name>; KServe delivers to /mnt/models.
         container["command"] = serve_command(KSERVE_MODEL_DIR, options)
@@ -69,6 +73,7 @@ def inference_service(
                 "scaleTarget": options.target_cpu_percent,
                 "terminationGracePeriodSeconds": options.termination_grace_seconds,
                 "containers": [container],
+                **(gpu.pod_spec() if options.gpus else {}),
             }
         },
     }

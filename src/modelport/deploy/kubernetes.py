@@ -1,24 +1,33 @@
-"""Kubernetes manifests for the modelport image: Deployment, Service, HPA, PDB, kustomization.
+"""Kubernetes manifests for the modelport image: Deployment, Service, HPA, PDB, kustomization;
+and, for clusters that run the Prometheus Operator and Grafana, a ServiceMonitor and a Grafana
+dashboard of the server's metrics (``k8s/monitoring/``, applied on its own: a cluster without
+the Operator has no ServiceMonitor kind, and ``kubectl apply -k k8s`` must work there).
 
-Each function returns one manifest as a plain dict, ready for ``yaml.safe_dump``.
+Each function returns one manifest as a plain dict, ready for ``yaml.safe_dump`` (the
+dashboard for ``json.dumps``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from . import gpu
 from .docker import UID, model_path
 from .options import DeployOptions
 
 __all__ = [
     "container",
     "deployment",
+    "grafana_dashboard",
     "horizontal_pod_autoscaler",
     "kustomization",
     "labels",
     "manifests",
+    "monitoring",
     "pod_disruption_budget",
     "service",
+    "service_monitor",
 ]
 
 Manifest = dict[str, Any]
@@ -74,7 +83,9 @@ def container(options: DeployOptions, model_dir: str) -> dict[str, Any]:
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "env": [{"name": "MODELPORT_THREADS", "value": str(options.threads)}],
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        # Keep serving while the endpoint is removed from the Service, then drain on SIGTERM.
+        # Keep serving while the endpoint is removed from the Service; SIGTERM then starts the
+        # server's drain (its drain period included), all within --shutdown-timeout, which
+        # terminationGracePeriodSeconds covers (docs/deploy-kubernetes.md#graceful-shutdown).
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(options.pre_stop_seconds)]}}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -90,6 +101,9 @@ def container(options: DeployOptions, model_dir: str) -> dict[str, Any]:
         spec["volumeMounts"].append(
             {"name": "model", "mountPath": model_path(model_dir, options), "readOnly": True}
         )
+    if options.gpus:
+        spec["resources"]["limits"].update(gpu.resources(options.gpus))
+        spec["env"] += gpu.container_env()
     return spec
 
 
@@ -149,6 +163,7 @@ def deployment(options: DeployOptions, version: str, model_dir: str) -> Manifest
                     ],
                     "containers": [container(options, model_dir)],
                     "volumes": _volumes(options),
+                    **(gpu.pod_spec() if options.gpus else {}),
                 },
             },
         },
@@ -265,3 +280,368 @@ def _split_image(image: str) -> tuple[str, str | None, str | None]:
         name, _, tag = name.rpartition(":")
         return name, tag, digest or None
     return name, None, digest or None
+
+
+# -- monitoring: the Prometheus Operator and Grafana -------------------------------------------
+
+
+def service_monitor(options: DeployOptions, version: str) -> Manifest:
+    """A ``monitoring.coreos.com/v1`` ServiceMonitor: the Operator's Prometheus scrapes
+    ``/metrics`` on the Service's ``http`` port of every ready pod."""
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": _selector(options)},
+        "endpoints": [
+            {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+        ],
+    }
+    if options.namespace:
+        spec["namespaceSelector"] = {"matchNames": [options.namespace]}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(options, version),
+        "spec": spec,
+    }
+
+
+DASHBOARD_SCHEMA_VERSION = 39
+"""Grafana's dashboard JSON model version written (Grafana 10.4 and 11 read it as is)."""
+_SEL = 'namespace=~"$namespace", model=~"$model"'
+"""The dashboard's variables as label matchers (``namespace`` is the Operator's target label;
+``.*`` also matches a series without it)."""
+_RATE = "[$__rate_interval]"
+_OK = 'status=~"200|OK"'
+
+
+def _by(expr: str, labels: str = "model, version") -> str:
+    return f"sum by ({labels}) ({expr})"
+
+
+def _quantile(q: float, metric: str) -> str:
+    inner = _by(f"rate({metric}_bucket{{{_SEL}}}{_RATE})", "le, model, version")
+    return f"histogram_quantile({q}, {inner})"
+
+
+# Panel: (title, unit, [(PromQL, legend)], type, description)
+_Panel = tuple[str, str, list[tuple[str, str]], str, str]
+_PANELS: tuple[tuple[str, tuple[_Panel, ...]], ...] = (
+    (
+        "Traffic",
+        (
+            (
+                "Requests per second",
+                "reqps",
+                [
+                    (
+                        _by(f"rate(modelport_requests_total{{{_SEL}}}{_RATE})"),
+                        "{{model}} v{{version}}",
+                    )
+                ],
+                "timeseries",
+                "Inference requests answered (both protocols), per model version.",
+            ),
+            (
+                "Error ratio",
+                "percentunit",
+                [
+                    (
+                        _by(f'rate(modelport_requests_total{{{_SEL}, status!~"200|OK"}}{_RATE})')
+                        + " / "
+                        + _by(f"rate(modelport_requests_total{{{_SEL}}}{_RATE})"),
+                        "{{model}} v{{version}}",
+                    )
+                ],
+                "timeseries",
+                "Share of requests not answered 200 (HTTP) or OK (gRPC).",
+            ),
+            (
+                "Requests in flight",
+                "short",
+                [
+                    (
+                        'sum by (protocol) (modelport_requests_in_flight{namespace=~"$namespace"})',
+                        "{{protocol}}",
+                    )
+                ],
+                "timeseries",
+                "Requests being handled, by protocol.",
+            ),
+        ),
+    ),
+    (
+        "Latency and batching",
+        (
+            (
+                "Latency p50 / p99",
+                "s",
+                [
+                    (
+                        _quantile(0.5, "modelport_request_duration_seconds"),
+                        "p50 {{model}} v{{version}}",
+                    ),
+                    (
+                        _quantile(0.99, "modelport_request_duration_seconds"),
+                        "p99 {{model}} v{{version}}",
+                    ),
+                ],
+                "timeseries",
+                "Time from request received to response ready.",
+            ),
+            (
+                "Queue wait p99",
+                "s",
+                [(_quantile(0.99, "modelport_queue_wait_seconds"), "{{model}} v{{version}}")],
+                "timeseries",
+                "Time a request waited in its model's batch queue.",
+            ),
+            (
+                "Mean batch size",
+                "short",
+                [
+                    (
+                        _by(f"rate(modelport_batch_size_sum{{{_SEL}}}{_RATE})")
+                        + " / "
+                        + _by(f"rate(modelport_batch_size_count{{{_SEL}}}{_RATE})"),
+                        "{{model}} v{{version}}",
+                    )
+                ],
+                "timeseries",
+                "Rows per framework call made by the dynamic batcher.",
+            ),
+            (
+                "Queue depth",
+                "short",
+                [(_by(f"modelport_queue_depth{{{_SEL}}}"), "{{model}} v{{version}}")],
+                "timeseries",
+                "Requests waiting in a model's batch queue (the HPA's optional signal).",
+            ),
+        ),
+    ),
+    (
+        "Versions",
+        (
+            (
+                "Live version",
+                "short",
+                [(_by(f"modelport_live_version{{{_SEL}}}") + " > 0", "{{model}} v{{version}}")],
+                "stat",
+                "The version that answers requests naming none.",
+            ),
+            (
+                "Canary share",
+                "percent",
+                [(_by(f"modelport_canary_percent{{{_SEL}}}"), "{{model}} v{{version}}")],
+                "timeseries",
+                "Share of requests sent to the canary version.",
+            ),
+            (
+                "Shadow agreement",
+                "percentunit",
+                [(_by(f"modelport_shadow_agreement_ratio{{{_SEL}}}"), "{{model}} v{{version}}")],
+                "timeseries",
+                "Share of mirrored requests whose shadow answer matched the live one.",
+            ),
+            (
+                "Shadow requests",
+                "reqps",
+                [
+                    (
+                        _by(
+                            f"rate(modelport_shadow_requests_total{{{_SEL}}}{_RATE})",
+                            "model, version, outcome",
+                        ),
+                        "{{model}} v{{version}} {{outcome}}",
+                    )
+                ],
+                "timeseries",
+                "Requests mirrored to the shadow version: agreed, disagreed, error, dropped.",
+            ),
+            (
+                "Swaps and failed versions",
+                "short",
+                [
+                    (
+                        _by(f"increase(modelport_version_swaps_total{{{_SEL}}}{_RATE})", "model"),
+                        "swaps {{model}}",
+                    ),
+                    (
+                        _by(f"modelport_version_failed{{{_SEL}}}", "model, version"),
+                        "failed {{model}} v{{version}}",
+                    ),
+                ],
+                "timeseries",
+                "Changes of live version, and versions whose last load or warm-up failed.",
+            ),
+        ),
+    ),
+    (
+        "Prediction log",
+        (
+            (
+                "Records per second",
+                "short",
+                [
+                    (
+                        _by(
+                            'rate(modelport_prediction_log_records_total{namespace=~"$namespace"}'
+                            f"{_RATE})",
+                            "outcome",
+                        ),
+                        "{{outcome}}",
+                    )
+                ],
+                "timeseries",
+                "Predictions the log wrote, spooled, replayed, lost or sampled out.",
+            ),
+            (
+                "Log database up",
+                "short",
+                [('min(modelport_prediction_log_db_up{namespace=~"$namespace"})', "up")],
+                "stat",
+                "0 while any server cannot reach the log database (rows are spooled).",
+            ),
+        ),
+    ),
+)
+
+
+def _panel(panel_id: int, panel: _Panel, x: int, y: int, width: int) -> dict[str, Any]:
+    title, unit, queries, kind, description = panel
+    out: dict[str, Any] = {
+        "id": panel_id,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"x": x, "y": y, "w": width, "h": 8},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "expr": expr,
+                "legendFormat": legend,
+            }
+            for i, (expr, legend) in enumerate(queries)
+        ],
+    }
+    if kind == "timeseries":
+        out["options"] = {"legend": {"displayMode": "list", "placement": "bottom"}}
+    else:  # a stat: the last value; the live version is read from its series' name
+        out["options"] = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "textMode": "name" if "version" in legend_labels(queries) else "value",
+            "colorMode": "value",
+        }
+    return out
+
+
+def legend_labels(queries: list[tuple[str, str]]) -> set[str]:
+    """The labels the legends of ``queries`` name (``{{version}}``)."""
+    return {label for _, legend in queries for label in re.findall(r"{{(\w+)}}", legend)}
+
+
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": query, "refId": f"{name}-values"},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
+
+
+def grafana_dashboard(options: DeployOptions) -> dict[str, Any]:
+    """A Grafana dashboard of the server's metrics (the names ``/metrics`` exports): traffic,
+    errors, latency, batching, queues, versions (live, canary, shadow) and the prediction log,
+    per model version; variables for the data source, namespace and model."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for row_title, row in _PANELS:
+        panels.append(
+            {
+                "id": len(panels) + 1,
+                "type": "row",
+                "title": row_title,
+                "collapsed": False,
+                "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+                "panels": [],
+            }
+        )
+        y += 1
+        width = 24 // len(row) if len(row) <= 4 else 6
+        for k, panel in enumerate(row):
+            x = (k * width) % 24
+            panels.append(_panel(len(panels) + 1, panel, x, y + (k * width) // 24 * 8, width))
+        y += ((len(row) * width + 23) // 24) * 8
+    name = str(options.name)
+    return {
+        "uid": f"modelport-{name}"[:40],
+        "title": f"modelport: {name}",
+        "description": "Requests, errors, latency, batching, queues and versions of a "
+        "modelport server (written by modelport build --target kubernetes).",
+        "tags": ["modelport"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": DASHBOARD_SCHEMA_VERSION,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                _variable(
+                    "namespace", "Namespace", "label_values(modelport_requests_total, namespace)"
+                ),
+                _variable(
+                    "model",
+                    "Model",
+                    'label_values(modelport_requests_total{namespace=~"$namespace"}, model)',
+                ),
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def monitoring(options: DeployOptions, version: str) -> dict[str, Any]:
+    """``k8s/monitoring/`` file name → content: the ServiceMonitor, the dashboard (JSON), and
+    a kustomization that applies the first and puts the second in a ConfigMap labelled for
+    Grafana's dashboard sidecar (``grafana_dashboard: "1"``, as kube-prometheus-stack uses)."""
+    config_map = {
+        "name": f"{options.name}-grafana-dashboard",
+        "files": ["grafana-dashboard.json"],
+        "options": {
+            "labels": {"grafana_dashboard": "1", **labels(options, version)},
+            "disableNameSuffixHash": True,
+        },
+    }
+    kustomize: Manifest = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["servicemonitor.yaml"],
+        "configMapGenerator": [config_map],
+    }
+    if options.namespace:
+        kustomize["namespace"] = options.namespace
+    return {
+        "servicemonitor.yaml": service_monitor(options, version),
+        "grafana-dashboard.json": grafana_dashboard(options),
+        "kustomization.yaml": kustomize,
+    }

@@ -62,6 +62,9 @@ class DeployOptions:
     pre_stop_seconds: int = 5
     """How long a pod keeps serving after it is told to stop, while endpoints update."""
     mount: bool = False
+    gpus: int = 0
+    """NVIDIA GPUs per replica: a CUDA image and ``nvidia.com/gpu`` in the limits (see
+    :mod:`modelport.deploy.gpu`); 0, the CPU."""
     trust: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     lambda_memory_mb: int = 2048
@@ -106,6 +109,8 @@ class DeployOptions:
         ports = (self.http_port, self.grpc_port)
         if not all(1 <= p <= 65535 for p in ports) or ports[0] == ports[1]:
             raise ConfigError(f"ports {ports}: must be two different ports in 1..65535")
+        if not 0 <= self.gpus <= 16:
+            raise ConfigError(f"--gpus {self.gpus}: must be 0 to 16 GPUs per replica")
         if self.drain_seconds < 0 or self.pre_stop_seconds < 0:
             raise ConfigError("drain and pre-stop seconds must not be negative")
         for key, value in self.labels.items():

@@ -12,14 +12,21 @@ weights carry none: declare one in ``modelport.yaml``, or pass inputs named ``in
 
 Options (``runtime:`` in ``modelport.yaml`` or keywords to ``modelport.load``):
 ``intra_op_threads`` (``torch.set_num_threads``, process-wide); for plain weights also
-``module`` (the ``nn.Module`` class, or its name in ``model.py``), ``module_kwargs`` and
-``state_dict_key`` (the entry of a checkpoint dict that holds the weights).
+``module`` (the ``nn.Module`` class, or its name in ``model.py``), ``module_kwargs``,
+``state_dict_key`` (the entry of a checkpoint dict that holds the weights) and ``strict``
+(``false`` loads weights that do not fit the module exactly, e.g. a buffer the checkpoint
+saved and the class no longer has, and logs the missing and unexpected keys in one line).
+Every format: ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``: the module moved there,
+inputs copied from page-locked memory without blocking, outputs back once per batch) and
+``dtype`` (``float16``/``bfloat16``: the module and float inputs in half precision, answers
+in float32).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
 import zipfile
 from collections.abc import Mapping
@@ -32,6 +39,7 @@ from .._deps import require
 from ..config import ModelConfig
 from ..cpus import threads_option
 from ..datatypes import from_numpy
+from ..devices import torch_device
 from ..errors import (
     ConfigError,
     CorruptArtifactError,
@@ -46,6 +54,7 @@ from ..signature import Signature, TensorSpec
 __all__ = ["ExportedProgramModel", "StateDictModel", "TorchModel", "TorchScriptModel"]
 
 _POSITIONAL = re.compile(r"input_(\d+)")
+log = logging.getLogger("modelport.runtime")
 
 
 @functools.cache
@@ -67,7 +76,10 @@ class TorchModel(Model):
     ) -> None:
         super().__init__(path, config=config, **options)
         self.module: Any = None
+        self.device: Any = None
+        """The ``torch.device`` the module runs on (``device`` option; the CPU by default)."""
         self._float_dtype: np.dtype[Any] | None = None
+        self._half: Any = None  # torch.float16 / torch.bfloat16 with the dtype option
 
     def _prepare(self, module: Any, *, eval_mode: bool = True) -> None:
         """Install ``module`` for inference: eval mode, threads, the dtype for bare floats."""
@@ -77,12 +89,29 @@ class TorchModel(Model):
         # explicit setting as given.
         if threads and (threads < torch.get_num_threads() or "intra_op_threads" in self.options):
             torch.set_num_threads(threads)
+        module = self._place(module)
         if eval_mode and isinstance(module, torch.nn.Module):
             module.eval()
             floats = [p for p in module.parameters() if p.is_floating_point()]
-            if floats:
+            if floats and floats[0].dtype != torch.bfloat16:  # numpy has no bfloat16
                 self._float_dtype = torch.empty((), dtype=floats[0].dtype).numpy().dtype
         self.module = module
+
+    def _place(self, module: Any) -> Any:
+        """The module on its device (``device``), in half precision with ``dtype``."""
+        torch = _torch()
+        self.device = torch_device(self.options, torch, self.name)
+        dtype = self.options.get("dtype")
+        halves = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype is not None and dtype not in (*halves, "float32"):
+            raise ConfigError(f"dtype {dtype!r}: expected float32, float16 or bfloat16")
+        self._half = halves.get(str(dtype))
+        if isinstance(module, torch.nn.Module):
+            if self._half is not None:
+                module = module.to(self._half)
+            if self.device.type != "cpu":
+                module = module.to(self.device)
+        return module
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -150,6 +179,8 @@ class TorchModel(Model):
             raise InvalidInputError(f"input {name!r}: {exc}") from None
         if spec is not None and spec.datatype == "BF16":
             tensor = tensor.view(torch.bfloat16)
+        elif self._half is not None and tensor.is_floating_point():
+            tensor = tensor.to(self._half)
         return tensor
 
     # -- the call -------------------------------------------------------------------------------
@@ -158,6 +189,9 @@ class TorchModel(Model):
         feed, single = as_input_dict(self, inputs)
         args = [self._tensor(name, array) for name, array in self.ordered_inputs(feed)]
         torch = _torch()
+        if self.device is not None and self.device.type == "cuda":
+            # Page-locked host memory lets the copies overlap; one copy back per batch.
+            args = [a.pin_memory().to(self.device, non_blocking=True) for a in args]
         try:
             with torch.inference_mode():
                 result = self.module(*args)
@@ -183,6 +217,8 @@ class TorchModel(Model):
         )
 
     def _outputs(self, result: Any) -> dict[str, np.ndarray]:
+        if self._half is not None:  # half precision was ours: answer float32
+            result = _float32(result)
         if isinstance(result, Mapping):
             return {str(k): _numpy(v) for k, v in result.items()}
         if isinstance(result, (tuple, list)):
@@ -190,6 +226,29 @@ class TorchModel(Model):
             names = list(fields) if fields else list(output_names_of(self, len(result)))
             return {n: _numpy(v) for n, v in zip(names, result)}
         return {output_names_of(self, 1)[0]: _numpy(result)}
+
+
+def _float32(value: Any) -> Any:
+    torch = _torch()
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, Mapping):
+        return {k: _float32(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return type(value)(_float32(v) for v in value)
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"runtime option {name!r} must be true or false, got {value!r}")
+
+
+def _keys(keys: list[str], shown: int = 10) -> str:
+    """``[a, b, ... and 3 more]``: a log line stays one line."""
+    more = f" ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"[{', '.join(keys[:shown])}{more}]" if keys else "none"
 
 
 def _dtype_for(signature: Signature, name: str, array: Any) -> Any:
@@ -345,13 +404,32 @@ class StateDictModel(TorchModel):
             raise ConfigError(
                 f"build_module() must return a torch.nn.Module, got {type(module).__name__}"
             )
+        strict = _flag(self.options.get("strict", True), "strict")
         try:
-            module.load_state_dict(loaded, strict=True)
+            result = module.load_state_dict(loaded, strict=strict)
         except (RuntimeError, ValueError, TypeError) as exc:
+            hint = (
+                "; to load what fits and leave the rest, set 'runtime: {strict: false}' in "
+                "modelport.yaml"
+                if strict and "size mismatch" not in str(exc)
+                else ""
+            )
             raise ConfigError(
                 f"{self.path}: the weights do not fit {type(module).__name__}: "
-                f"{' '.join(str(exc).split())[:500]}"
+                f"{' '.join(str(exc).split())[:500]}{hint}"
             ) from None
+        if not strict and (result.missing_keys or result.unexpected_keys):
+            log.warning(
+                "weights loaded with strict: false: %s missing %s, unexpected %s",
+                type(module).__name__,
+                _keys(result.missing_keys),
+                _keys(result.unexpected_keys),
+                extra={
+                    "model": self.name,
+                    "missing_keys": list(result.missing_keys),
+                    "unexpected_keys": list(result.unexpected_keys),
+                },
+            )
         self._prepare(module)
 
     def _read_weights(self) -> Any:

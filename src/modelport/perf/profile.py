@@ -110,6 +110,8 @@ def explicit_batching(model: Model) -> bool:
     :class:`~modelport.config.ModelConfig` made in code)."""
     if {"max_batch_size", "max_queue_delay_ms"} & model.config.batching_set:
         return True
+    if model.preferred_batch_size:  # the model's class knows its batch size
+        return True
     defaults = BatchingConfig()
     batching = model.config.batching
     return (batching.max_batch_size, batching.max_queue_delay_ms) != (

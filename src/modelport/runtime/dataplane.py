@@ -110,9 +110,7 @@ class DataPlane:
         self.draining = False
         self._aux = ThreadPoolExecutor(aux_threads, thread_name_prefix="modelport-aux")
         self.prediction_log: PredictionLog | None = None
-        self.versions = VersionManager(
-            self.registry, self.make_runner, lambda: self.prediction_log
-        )
+        self.versions = VersionManager(self.registry, self.make_runner, lambda: self.prediction_log)
         """Live versions, hot swaps, canary and shadow (:mod:`.versions`)."""
         for model in models:
             self.add(model)

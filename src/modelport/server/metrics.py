@@ -9,6 +9,7 @@ from typing import Any
 from .._deps import require
 from ..runtime.registry import ModelRegistry
 from ..runtime.runner import ModelRunner
+from .gpu_metrics import gpu_collector
 
 __all__ = ["CONTENT_TYPE", "PrometheusMetrics"]
 
@@ -27,6 +28,9 @@ class PrometheusMetrics:
         prom = require("prometheus_client", extra="serve")
         self._prom = prom
         self.registry = prom.CollectorRegistry(auto_describe=True)
+        gpus = gpu_collector(prom)  # GPU utilisation and memory where NVML finds GPUs
+        if gpus is not None:
+            self.registry.register(gpus)
         model = ["model", "version"]
         self._requests = prom.Counter(
             "modelport_requests",

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..protocol.codec import decode_request, encode_response, loads
 from ..runtime.dataplane import new_id
+from . import openai
 from .http import Request, Response, Route, json_response
 
 __all__ = ["ROUTES"]
@@ -117,14 +118,17 @@ def _metadata_header(request: Request) -> dict[str, Any] | None:
 
 async def predict(request: Request) -> Response:
     p = request.params
-    request.model_version = request.app.dataplane.registry.get(p["name"], p.get("version")).version
+    dataplane = request.app.dataplane
+    # The version that answers is chosen here (a canary's share included), so that the
+    # metrics count the request under it; an unknown model is a 404 before the body is read.
+    version = dataplane.runner(p["name"], p.get("version")).version
+    request.model_version = version
     payload = loads(await request.body())
     given = request.headers.get(b"x-request-id")
     request_id = given.decode("latin-1") if given else new_id()
     request.request_id = request_id
-    result = await request.app.dataplane.predict(
-        p["name"], p.get("version"), payload, request_id=request_id,
-        metadata=_metadata_header(request),
+    result = await dataplane.predict(
+        p["name"], version, payload, request_id=request_id, metadata=_metadata_header(request),
     )  # fmt: skip
     return json_response(200, result, [(b"x-request-id", request_id.encode())])
 
@@ -193,17 +197,9 @@ async def openapi(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    from .openapi import DOCS_HTML
+    from .console import html_page
 
-    body = DOCS_HTML.encode()
-    return Response(
-        200,
-        [
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        body,
-    )
+    return html_page(request, "docs.html")
 
 
 _MODEL = "/v2/models/{name}"
@@ -226,5 +222,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", metrics, "Prometheus metrics"),
     Route("GET", "/openapi.json", openapi, "This OpenAPI document"),
     Route("GET", "/docs", docs, "Interactive API documentation"),
+    Route("POST", "/v1/embeddings", openai.openai_embeddings, "OpenAI-compatible embeddings", True),
+    Route("GET", "/v1/models", openai.openai_models, "OpenAI-compatible list of the models"),
+    Route("GET", "/v1/models/{model}", openai.openai_model, "OpenAI-compatible model"),
 )
 """Every HTTP route the server answers."""
