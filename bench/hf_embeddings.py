@@ -55,43 +55,13 @@ NAMES = {"v1": "/v1/embeddings", "v2": "V2 REST", "grpc": "V2 gRPC"}
 
 
 def build(directory: Path, max_length: int = 128) -> Path:
-    """The sentence-transformers directory (deterministic)."""
+    """The sentence-transformers directory (deterministic): a random BERT the size of
+    all-MiniLM-L6-v2 under mean pooling and normalisation, its WordPiece tokenizer trained here."""
     import torch
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from tests.builders import hf_sentence_transformer, hf_tokenizer
+    from transformers import BertConfig, BertModel
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        texts(2000, seed=99), trainers.WordPieceTrainer(vocab_size=4000, special_tokens=special)
-    )
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_length,
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-    )
+    fast = hf_tokenizer(max_length, corpus=texts(2000, seed=99), vocab_size=4000)
     config = BertConfig(
         vocab_size=len(fast),
         hidden_size=384,
@@ -104,26 +74,7 @@ def build(directory: Path, max_length: int = 128) -> Path:
     base = directory / "bert"
     BertModel(config).eval().save_pretrained(base)  # type: ignore[no-untyped-call]
     fast.save_pretrained(base)
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        from sentence_transformers.sentence_transformer.modules import (
-            Normalize,
-            Pooling,
-            Transformer,
-        )
-    except ImportError:  # sentence-transformers before 6
-        from sentence_transformers.models import (  # type: ignore[no-redef, import-not-found]
-            Normalize,
-            Pooling,
-            Transformer,
-        )
-    transformer = Transformer(str(base), max_seq_length=max_length)
-    model = SentenceTransformer(
-        modules=[transformer, Pooling(384, "mean"), Normalize()], device="cpu"
-    )
-    target = directory / "minilm"
-    model.save(str(target))
+    target = hf_sentence_transformer(directory / "minilm", base, max_seq_length=max_length)
     (target / "modelport.yaml").write_text("name: minilm\n")
     return target
 

@@ -398,8 +398,12 @@ HF_ENTITIES = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 HF_IMAGE_CLASSES = ("cat", "dog", "bird")
 
 
-def hf_tokenizer(max_length: int = HF_MAX_LENGTH) -> Any:
-    """A BERT-style WordPiece tokenizer trained on :data:`HF_CORPUS`, as a
+def hf_tokenizer(
+    max_length: int = HF_MAX_LENGTH,
+    corpus: Sequence[str] = HF_CORPUS,
+    vocab_size: int = 160,
+) -> Any:
+    """A BERT-style WordPiece tokenizer trained on ``corpus``, as a
     ``PreTrainedTokenizerFast`` (``[CLS] text [SEP]``, token type ids, offsets)."""
     from tokenizers import (
         Tokenizer,
@@ -417,7 +421,7 @@ def hf_tokenizer(max_length: int = HF_MAX_LENGTH) -> Any:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(
-        HF_CORPUS, trainers.WordPieceTrainer(vocab_size=160, special_tokens=special)
+        corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special)
     )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -479,7 +483,12 @@ def hf_bert(directory: Path, task: str = "feature-extraction", *, seed: int = 0)
 
 
 def hf_sentence_transformer(
-    directory: Path, base: Path, *, pooling: str = "mean", dense: int = 0
+    directory: Path,
+    base: Path,
+    *,
+    pooling: str = "mean",
+    dense: int = 0,
+    max_seq_length: int | None = None,
 ) -> Path:
     """A sentence-transformers directory made with its own API: ``base`` (a BERT directory)
     as the Transformer, then Pooling, an optional Dense layer (tanh) and Normalize."""
@@ -502,7 +511,7 @@ def hf_sentence_transformer(
     from sentence_transformers import SentenceTransformer
 
     torch.manual_seed(1)
-    transformer = Transformer(str(base))
+    transformer = Transformer(str(base), max_seq_length=max_seq_length)
     size = (
         transformer.get_embedding_dimension()
         if hasattr(transformer, "get_embedding_dimension")

@@ -42,7 +42,10 @@ __all__ = [
     "OutputInfo",
     "Plan",
     "Predicted",
+    "TableTypes",
+    "answer_cell",
     "answer_row",
+    "answer_type",
     "arrow_array",
     "cache_info",
     "check_options",
@@ -566,6 +569,59 @@ def plain(value: Any) -> Any:
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class TableTypes:
+    """One engine's column types, to type the values of a model's ``postprocess`` answers."""
+
+    engine: str
+    boolean: Callable[[], Any]
+    integer: Callable[[], Any]
+    double: Callable[[], Any]
+    string: Callable[[], Any]
+    binary: Callable[[], Any]
+    array: Callable[[Any], Any]
+    text_map: Callable[[Any], Any]
+    """A map from text to the values' type (a dict answer)."""
+    tensor: Callable[[OutputInfo], Any]
+    """The type of an array value (as the engine types a model output)."""
+
+
+def answer_type(value: Any, name: str, types: TableTypes) -> Any:
+    """The engine's type for one value of an answer (an example row's): numbers, text, bytes,
+    arrays, lists and dicts (maps), nested."""
+    if isinstance(value, (bool, np.bool_)):
+        return types.boolean()
+    if isinstance(value, (int, np.integer)):
+        return types.integer()
+    if isinstance(value, (float, np.floating)):
+        return types.double()
+    if isinstance(value, str):
+        return types.string()
+    if isinstance(value, (bytes, bytearray)):
+        return types.binary()
+    if isinstance(value, np.ndarray):
+        return types.tensor(OutputInfo(name, value.dtype, value.shape))
+    if isinstance(value, (list, tuple)) and value:
+        return types.array(answer_type(value[0], name, types))
+    if isinstance(value, Mapping) and value:
+        return types.text_map(answer_type(next(iter(value.values())), name, types))
+    raise ConfigError(
+        f"answer {name!r}: {types.engine} cannot type {type(value).__name__} value {value!r} "
+        "(from the model's postprocess on an example row); pass contract='tensors'"
+    )
+
+
+def answer_cell(value: Any) -> Any:
+    """An answer's value as plain Python, as the engines' Arrow conversions take it."""
+    if isinstance(value, Mapping):
+        return {str(k): answer_cell(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 

@@ -11,7 +11,7 @@ job; each Python worker process loads the model once.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,9 @@ from ._common import (
     OutputInfo,
     Plan,
     Predicted,
+    TableTypes,
+    answer_cell,
+    answer_type,
     check_options,
     custom_preprocess,
     input_names,
@@ -65,7 +68,7 @@ def flink_type(info: OutputInfo) -> Any:
     a column of ``postprocess`` answers, the type of the example answer's value."""
     types = require("pyflink.table", "flink").DataTypes
     if info.answer:
-        return _value_type(info.sample, info.name, types)
+        return answer_type(info.sample, info.name, _flink_types(types))
     if _key(info.dtype) not in _FLINK_TYPES:
         raise ConfigError(f"output {info.name!r}: Flink cannot carry numpy {info.dtype} values")
     result = getattr(types, _FLINK_TYPES[_key(info.dtype)][0])()
@@ -135,7 +138,7 @@ def _refuse_nan(plan: Plan, result: Predicted) -> None:
 
 def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) -> Any:
     if info.answer:
-        return pd.Series([None if b else _cell(v) for v, b in zip(array, bad)], dtype=object)
+        return pd.Series([None if b else answer_cell(v) for v, b in zip(array, bad)], dtype=object)
     target = np.dtype(_FLINK_TYPES.get(_key(array.dtype), ("", "object"))[1])
     if array.dtype != target:
         array = array.astype(target)
@@ -149,38 +152,17 @@ def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) ->
     return pd.Series(array.tolist())
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _cell(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _value_type(value: Any, name: str, types: Any) -> Any:
-    """A Flink type for one Python value of an answer (dicts become maps)."""
-    if isinstance(value, (bool, np.bool_)):
-        return types.BOOLEAN()
-    if isinstance(value, (int, np.integer)):
-        return types.BIGINT()
-    if isinstance(value, (float, np.floating)):
-        return types.DOUBLE()
-    if isinstance(value, str):
-        return types.STRING()
-    if isinstance(value, (bytes, bytearray)):
-        return types.BYTES()
-    if isinstance(value, np.ndarray):
-        return flink_type(OutputInfo(name, value.dtype, value.shape))
-    if isinstance(value, (list, tuple)) and value:
-        return types.ARRAY(_value_type(value[0], name, types))
-    if isinstance(value, Mapping) and value:
-        first = next(iter(value.values()))
-        return types.MAP(types.STRING(), _value_type(first, name, types))
-    raise ConfigError(
-        f"answer {name!r}: Flink cannot type {type(value).__name__} value {value!r} (from the "
-        "model's postprocess on an example row); pass contract='tensors'"
+def _flink_types(types: Any) -> TableTypes:
+    return TableTypes(
+        "Flink",
+        types.BOOLEAN,
+        types.BIGINT,
+        types.DOUBLE,
+        types.STRING,
+        types.BYTES,
+        types.ARRAY,
+        lambda value: types.MAP(types.STRING(), value),
+        flink_type,
     )
 
 

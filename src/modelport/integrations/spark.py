@@ -10,7 +10,7 @@ every array column and cannot return outputs of more than two dimensions.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,9 @@ from ._common import (
     OutputInfo,
     Plan,
     Predicted,
+    TableTypes,
+    answer_cell,
+    answer_type,
     check_options,
     custom_preprocess,
     input_names,
@@ -64,7 +67,7 @@ def spark_type(info: OutputInfo) -> Any:
     a column of ``postprocess`` answers, the type of the example answer's value."""
     types = require("pyspark.sql.types", "spark")
     if info.answer:
-        return _value_type(info.sample, info.name, types)
+        return answer_type(info.sample, info.name, _spark_types(types))
     if _key(info.dtype) not in _SPARK_TYPES:
         raise ConfigError(f"output {info.name!r}: Spark cannot carry numpy {info.dtype} values")
     result = getattr(types, _SPARK_TYPES[_key(info.dtype)][0])()
@@ -73,28 +76,17 @@ def spark_type(info: OutputInfo) -> Any:
     return result
 
 
-def _value_type(value: Any, name: str, types: Any) -> Any:
-    """A Spark type for one Python value of an answer (dicts become maps)."""
-    if isinstance(value, (bool, np.bool_)):
-        return types.BooleanType()
-    if isinstance(value, (int, np.integer)):
-        return types.LongType()
-    if isinstance(value, (float, np.floating)):
-        return types.DoubleType()
-    if isinstance(value, str):
-        return types.StringType()
-    if isinstance(value, (bytes, bytearray)):
-        return types.BinaryType()
-    if isinstance(value, np.ndarray):
-        return spark_type(OutputInfo(name, value.dtype, value.shape))
-    if isinstance(value, (list, tuple)) and value:
-        return types.ArrayType(_value_type(value[0], name, types))
-    if isinstance(value, Mapping) and value:
-        first = next(iter(value.values()))
-        return types.MapType(types.StringType(), _value_type(first, name, types))
-    raise ConfigError(
-        f"answer {name!r}: Spark cannot type {type(value).__name__} value {value!r} (from the "
-        "model's postprocess on an example row); pass contract='tensors'"
+def _spark_types(types: Any) -> TableTypes:
+    return TableTypes(
+        "Spark",
+        types.BooleanType,
+        types.LongType,
+        types.DoubleType,
+        types.StringType,
+        types.BinaryType,
+        types.ArrayType,
+        lambda value: types.MapType(types.StringType(), value),
+        spark_type,
     )
 
 
@@ -209,7 +201,7 @@ def _columns(plan: Plan, result: Predicted, pd: Any) -> dict[str, Any]:
 
 def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) -> Any:
     if info.answer:
-        return pd.Series([_cell(v) for v in array], dtype=object)
+        return pd.Series([answer_cell(v) for v in array], dtype=object)
     target = _SPARK_TYPES.get(_key(array.dtype), ("", "object"))[1]
     if array.dtype != np.dtype(target):
         array = array.astype(target)
@@ -221,17 +213,6 @@ def _to_column(array: np.ndarray, info: OutputInfo, bad: np.ndarray, pd: Any) ->
     if array.ndim == 2:
         return pd.Series(list(array))
     return pd.Series(array.tolist())
-
-
-def _cell(value: Any) -> Any:
-    """An answer's value as plain Python, as Spark's Arrow conversion takes it."""
-    if isinstance(value, Mapping):
-        return {str(k): _cell(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def with_predictions(
