@@ -481,3 +481,47 @@ def test_without_transformers_the_error_names_the_extra(
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(modelport.MissingDependencyError, match=r'pip install "modelport\[hf\]"'):
         modelport.load(hf["cls"])
+
+
+def test_the_lambda_handler_and_modelport_predict(
+    hf: dict[str, Path], reference: Reference, tmp_path: Path
+) -> None:
+    """Two more front doors of the same directory: a Lambda event, and a JSON-lines file."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from modelport.aws_lambda import LambdaHandler
+    from modelport.settings import Settings
+
+    texts = ["Marie Curie worked in Paris", "a short one", "Berlin is a city " * 5]
+    handler = LambdaHandler(Settings(model_path=hf["st"]))
+    try:
+        source = Path(__file__).parent / "deploy" / "events" / "function-url.json"
+        event = json.loads(source.read_text())
+        path = f"/v2/models/{modelport.load(hf['st']).name}/predict"
+        event["rawPath"] = path
+        event["requestContext"]["http"].update(method="POST", path=path)
+        event["body"], event["isBase64Encoded"] = json.dumps({"text": texts}), False
+        result = handler(event)
+    finally:
+        handler.close()
+    assert result["statusCode"] == 200, result["body"]
+    answer = json.loads(result["body"])
+    for got, text in zip(answer, texts):  # one embedding per text
+        np.testing.assert_allclose(got, reference("st", text), rtol=1e-4, atol=1e-5)
+
+    rows = tmp_path / "texts.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out.jsonl"
+    exe = shutil.which("modelport", path=str(Path(sys.executable).parent)) or "modelport"
+    done = subprocess.run(
+        [exe, "predict", str(hf["st"]), str(rows), "-o", str(out), "--keep", "id"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [0, 1, 2]
+    for line, text in zip(lines, texts):
+        np.testing.assert_allclose(line["embedding"], reference("st", text), rtol=1e-4, atol=1e-5)
