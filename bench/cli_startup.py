@@ -9,7 +9,7 @@ caches (``__pycache__``, ignored by git) whatever ``PYTHONDONTWRITEBYTECODE`` sa
 package has them.
 
 ``--baseline DIR`` measures another tree of the package too (say ``git archive HEAD src``
-unpacked in /tmp/before: ``--baseline /tmp/before/src``), its runs interleaved with this
+unpacked in a folder BEFORE: ``--baseline BEFORE/src``), its runs interleaved with this
 tree's so that a busy machine slows both alike.
 """
 

@@ -11,7 +11,7 @@ phases:
 3. **recovery**: capacity again.
 
 With ``--baseline DIR`` (another tree's ``src``, say ``git archive HEAD src`` unpacked in
-/tmp/before) that tree's server runs the same phases in the same run, before this one, and
+a folder BEFORE) that tree's server runs the same phases in the same run, before this one, and
 ``--rounds N`` alternates them N times. Each phase also records the server's CPU seconds, so
 figures can be read per CPU-second where a shared machine lends the server's core to others.
 
