@@ -24,7 +24,7 @@ from .config import BatchingConfig, ModelConfig
 from .errors import CorruptArtifactError, InvalidInputError, ModelportError, PredictionError
 from .signature import Signature, TensorSpec
 
-__all__ = ["Inputs", "Model", "Outputs", "as_bytes", "as_texts"]
+__all__ = ["Inputs", "Model", "Outputs", "as_bytes", "as_texts", "batch_rows"]
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
 """Named arrays, or one array for a single-input model."""
@@ -167,7 +167,7 @@ class Model:
         if not self.batch_hooks:
             return self.predict_tensors(inputs)
         bucket = self.bucket_size
-        rows = _rows(inputs)
+        rows = batch_rows(inputs)
         if bucket <= 0 or rows <= bucket:
             return self._run_hooks(dict(inputs))
         lengths = self.row_lengths(inputs)
@@ -187,7 +187,7 @@ class Model:
         return np.asarray(np.count_nonzero(first.reshape(len(first), -1), axis=1))
 
     def _run_hooks(self, inputs: dict[str, np.ndarray]) -> Outputs:
-        rows = _rows(inputs)
+        rows = batch_rows(inputs)
         tensors = dict(self.preprocess_batch(inputs))
         feed = tensors
         if self.signature is not None and self.signature.inputs:
@@ -407,7 +407,8 @@ def _stem(path: Path) -> str:
     return path.stem if path.suffix else name
 
 
-def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+def batch_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """Rows in a batch of named arrays: its first array's first dimension (1 for a scalar)."""
     for array in inputs.values():
         return int(array.shape[0]) if array.ndim else 1
     return 1

@@ -27,7 +27,6 @@ __all__ = [
     "from_signature",
     "grpc_request",
     "http_request",
-    "rows_of",
 ]
 
 Payload = dict[str, np.ndarray]
@@ -131,12 +130,6 @@ def conform(payloads: list[Payload], inputs: Sequence[Mapping[str, Any]]) -> lis
 def bf16_inputs(inputs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """The inputs whose numpy dtype does not tell their datatype (BF16 travels as uint16)."""
     return {str(s["name"]): "BF16" for s in inputs if s.get("datatype") == "BF16"}
-
-
-def rows_of(payload: Payload) -> int:
-    """Rows in a payload: the first dimension of its first input."""
-    first = next(iter(payload.values()))
-    return int(first.shape[0]) if first.ndim else 1
 
 
 def _datatype(array: np.ndarray, datatypes: Mapping[str, str], name: str) -> str:

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import ConfigError, ModelportError
-from .inputs import Payload, bf16_inputs, conform, from_file, from_signature, rows_of
+from ..model import batch_rows
+from .inputs import Payload, bf16_inputs, conform, from_file, from_signature
 from .loop import CoroutineDriver, Driver, HttpDriver, Tally, new_loop
 from .scrape import BatchStats, Recorder, Snapshot, difference, snapshot
 
@@ -263,7 +264,7 @@ class RemoteTarget(Target):
             self.payloads = conform(from_file(self.input_file), inputs)
         else:
             self.payloads = from_signature(inputs, self.batch_size)
-        self.rows = rows_of(self.payloads[0])
+        self.rows = batch_rows(self.payloads[0])
         self.datatypes = bf16_inputs(inputs)
         self._metrics = await self.counters() is not None
 
@@ -443,7 +444,7 @@ class LocalTarget(Target):
             self.payloads = conform(from_file(self.input_file), inputs)
         else:
             self.payloads = from_signature(inputs, self.batch_size)
-        self.rows = rows_of(self.payloads[0])
+        self.rows = batch_rows(self.payloads[0])
 
     def driver(self, protocol: str) -> Driver:
         from ..protocol.types import InferenceRequest

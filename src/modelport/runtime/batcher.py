@@ -97,8 +97,7 @@ class Batcher:
     ) -> None:
         self._fn = fn
         self.name = name
-        self.max_batch_size = max(1, max_batch_size)
-        self._delay = max(0.0, max_queue_delay_ms) / 1000.0
+        self.configure(max_batch_size, max_queue_delay_ms)
         self.max_queue_size = max_queue_size
         self._on_batch = on_batch
         self._on_done = on_done
@@ -114,6 +113,12 @@ class Batcher:
         self._last_end = 0.0
         self._rows_in = 0
         self._rows_out = 0
+
+    def configure(self, max_batch_size: int, max_queue_delay_ms: float) -> None:
+        """Set the batch limit and the queue delay (also while serving: the next batch uses
+        them)."""
+        self.max_batch_size = max(1, max_batch_size)
+        self._delay = max(0.0, max_queue_delay_ms) / 1000.0
 
     @property
     def depth(self) -> int:

@@ -53,7 +53,7 @@ def prepare(runner: ModelRunner, samples: Sequence[dict[str, np.ndarray]]) -> No
     batches: list[dict[str, np.ndarray]] = list(samples)
     try:
         if "inputs" in warmup:
-            batches.insert(0, model.request_inputs(model.to_inputs(warmup["inputs"]))[0])
+            batches.insert(0, model.to_inputs(warmup["inputs"]))
     except Exception as exc:
         raise StageError("warm up", exc) from exc
     generated = not batches

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError, ModelNotReadyError, ModelportError, PredictionError
-from ..model import Model, maybe_single
+from ..model import Model, batch_rows, maybe_single
 from .batcher import Batcher, Outputs
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ class ModelRunner:
         if chosen is None:
             return
         self.model.batching = chosen
-        self.batcher.max_batch_size = max(1, chosen.max_batch_size)
-        self.batcher._delay = max(0.0, chosen.max_queue_delay_ms) / 1000.0
+        self.batcher.configure(chosen.max_batch_size, chosen.max_queue_delay_ms)
         log.info(
             "batching chosen from the model's timings",
             extra={
@@ -152,7 +151,7 @@ class ModelRunner:
             return
         try:
             if "inputs" in warmup:
-                batches = [self.model.request_inputs(self.model.to_inputs(warmup["inputs"]))[0]]
+                batches = [self.model.to_inputs(warmup["inputs"])]
             else:
                 sizes = warmup.get("batch_sizes") or sorted(
                     {1, max(1, self.model.batching.max_batch_size)}
@@ -198,7 +197,7 @@ class ModelRunner:
         started = time.time()
         context = None if self.prediction_log is None else (request_id, started, metadata)
         try:
-            outputs = await self.batcher.submit(inputs, _rows(inputs), timeout, context)
+            outputs = await self.batcher.submit(inputs, batch_rows(inputs), timeout, context)
         except ModelportError as exc:
             if self.observers or self.prediction_log is not None:
                 self._notify(request_id, inputs, {}, started, exc, metadata)
@@ -298,8 +297,3 @@ class ModelRunner:
                 self.name, self.version, time.time(), contexts, rows, inputs, outputs
             )
 
-
-def _rows(inputs: Mapping[str, np.ndarray]) -> int:
-    for array in inputs.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 1
