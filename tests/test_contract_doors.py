@@ -404,3 +404,18 @@ def test_postprocess_batch_must_answer_every_row(tmp_path: Path) -> None:
     model = modelport.load(tmp_path, trust=True)
     with pytest.raises(modelport.PredictionError, match="one row per request row"):
         model.predict_batch({"x": np.ones(3, np.float32)})
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "named"),
+    [
+        ("batching: {bucket_size: -1}", "batching.bucket_size"),
+        ("request_signature: {inputs: [{name: text, datatype: TEXT, shape: [-1]}]}",
+         "request_signature.inputs.0.datatype"),
+    ],
+)  # fmt: skip
+def test_a_bad_contract_setting_names_itself(tmp_path: Path, yaml_text: str, named: str) -> None:
+    text_model(tmp_path / "text", None)
+    (tmp_path / "text" / "modelport.yaml").write_text(f"name: text\n{yaml_text}\n")
+    with pytest.raises(modelport.ConfigError, match=re.escape(named)):
+        modelport.load(tmp_path / "text", trust=True)
