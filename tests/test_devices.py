@@ -241,3 +241,28 @@ def test_torch_on_the_gpu_answers_as_on_the_cpu(scripted: Path) -> None:
     np.testing.assert_allclose(
         gpu.predict(x), modelport.load(scripted).ensure_loaded().predict(x), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.gpu
+@skip_unless(TORCH_GPU, "gpu", "a CUDA build of torch and an NVIDIA GPU")
+def test_on_the_gpu_two_instances_batch_concurrent_requests_as_the_cpu(scripted: Path) -> None:
+    import asyncio
+
+    from modelport.runtime.runner import ModelRunner
+
+    runner = ModelRunner(modelport.load(scripted, device="cuda"))
+    runner.load()
+    assert runner.batcher.instances == 2  # the GPU default: batches overlap
+    assert runner.model.on_gpu
+    xs = np.random.default_rng(4).standard_normal((256, 1, 4)).astype(np.float32)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        answers = await asyncio.gather(*(runner.batcher.submit({"input_0": x}, 1) for x in xs))
+        await runner.close()
+        return list(answers)
+
+    cpu = modelport.load(scripted).ensure_loaded()
+    for x, answer in zip(xs, asyncio.run(main())):
+        np.testing.assert_allclose(
+            next(iter(answer.values())), cpu.predict(x), rtol=1e-4, atol=1e-5
+        )

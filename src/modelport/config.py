@@ -10,6 +10,7 @@ Example::
     model_class: MyModel          # when model.py defines several Model subclasses
     task: text-classification     # a Hugging Face directory's task, to override detection
     device: cuda                  # cpu (default), cuda, cuda:N or auto
+    instances: 2                  # batches in flight at once (default 1; 2 on a GPU)
     trust: false                  # allow pickle-based artifacts
     signature:
       inputs:  [{name: features, datatype: FP32, shape: [-1, 4]}]
@@ -66,6 +67,10 @@ class ModelConfig:
     device: str | None = None
     """Where the model runs: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (see
     :mod:`modelport.devices`); None: the server's ``--device``, else the CPU."""
+    instances: int | None = None
+    """Batches run at once, each in its own worker thread on the same loaded model (Triton's
+    instance count); None: 1 on the CPU, 2 on a GPU (one batch's preprocessing overlaps the
+    other's compute). On the CPU the default threads per call are divided among them."""
     task: str | None = None
     """A Hugging Face model's task (``feature-extraction``, ``text-classification``,
     ``token-classification``, ``image-classification``); None: from the directory."""
@@ -138,6 +143,7 @@ def _schema() -> Any:
         model_class: str | None = None
         task: str | None = None
         device: str | None = Field(default=None, pattern=r"^(cpu|auto|gpu|cuda)(:\d+)?$")
+        instances: int | None = Field(default=None, ge=1, le=64)
         trust: bool = False
         signature: _Signature | None = None
         request_signature: _Signature | None = None
@@ -181,6 +187,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> ModelConfig:
         model_class=parsed.model_class,
         task=parsed.task,
         device=parsed.device,
+        instances=parsed.instances,
         trust=parsed.trust,
         signature=signature,
         request_signature=request_signature,

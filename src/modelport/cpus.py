@@ -60,11 +60,12 @@ def default_threads(workers: int = 1) -> int:
 
 def threads_option(options: Mapping[str, Any], key: str = "intra_op_threads") -> int:
     """A runtime's thread count: ``options[key]``, else the generic ``intra_op_threads``, else
-    :func:`default_threads` (``0``, where a runtime takes it, still lets the runtime choose)."""
+    :func:`default_threads` shared among the model's ``instances`` (``0``, where a runtime
+    takes it, still lets the runtime choose)."""
     for name in (key, "intra_op_threads"):
         if options.get(name) is not None:
             return int(options[name])
-    return default_threads()
+    return max(1, default_threads() // max(1, int(options.get("instances") or 1)))
 
 
 def _quota(proc: Path) -> float | None:

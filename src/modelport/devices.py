@@ -11,14 +11,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, DeviceUnavailableError
 
-__all__ = ["Device", "onnx_providers", "parse_device", "tensorflow_device", "torch_device"]
+__all__ = [
+    "GPU_INSTANCES",
+    "GPU_MAX_BATCH_SIZE",
+    "Device",
+    "onnx_providers",
+    "parse_device",
+    "tensorflow_device",
+    "thread_stream",
+    "torch_device",
+]
 
 log = logging.getLogger("modelport.runtime")
+
+GPU_MAX_BATCH_SIZE = 128
+"""``max_batch_size`` on a GPU when nobody set one and the model cannot be timed at start (on
+the CPU: 32); a GPU's cost per call barely grows with the batch."""
+GPU_INSTANCES = 2
+"""Batches in flight at once on a GPU when ``instances`` is not set (on the CPU: 1): one
+batch's preprocessing and copies overlap the other's compute."""
 
 _PATTERN = re.compile(r"^(cpu|auto|cuda|gpu)(?::(\d+))?$")
 _BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
@@ -167,3 +185,23 @@ def tensorflow_device(options: dict[str, Any], tf: Any, model: str) -> str:
         with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
     return f"/GPU:{device.index}"
+
+
+_streams = threading.local()
+
+
+@contextlib.contextmanager
+def thread_stream(torch: Any, device: Any) -> Iterator[None]:
+    """Run what follows on this thread's own CUDA stream of ``device`` (nothing on the CPU):
+    with ``instances`` above 1, each worker thread's copies and kernels then overlap the
+    others' instead of queueing on the default stream. Copies back to the host inside it
+    (``.cpu()``) wait for that stream only."""
+    if getattr(device, "type", "cpu") != "cuda":
+        yield
+        return
+    streams: dict[Any, Any] = _streams.__dict__.setdefault("by_device", {})
+    stream = streams.get(device)
+    if stream is None:
+        stream = streams[device] = torch.cuda.Stream(device=device)
+    with torch.cuda.stream(stream):
+        yield

@@ -83,6 +83,8 @@ class Model:
         self.options: dict[str, Any] = {**self.config.runtime, **options}
         if self.config.device is not None:
             self.options.setdefault("device", self.config.device)
+        if self.config.instances is not None:
+            self.options.setdefault("instances", self.config.instances)
         self.name: str = self.config.name or (
             _stem(self.path) if self.path is not None else type(self).__name__.lower()
         )
@@ -272,6 +274,11 @@ class Model:
                 ) from exc
             self.loaded = True
         return self
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the loaded model computes on a GPU (the runtimes that place models say)."""
+        return False
 
     def predict_tensors(self, inputs: Mapping[str, np.ndarray]) -> Outputs:
         """:meth:`predict` with the canonical form: a dict of the framework's arrays in, a dict

@@ -622,25 +622,36 @@ class HuggingFaceModel(Model):
         processed = self.image_processor(images=images, return_tensors="np")
         return {k: np.asarray(v, dtype=np.float32) for k, v in processed.items()}
 
+    @property
+    def on_gpu(self) -> bool:
+        if self.onnx is not None:
+            return bool(self.onnx.on_gpu)
+        return self.device is not None and self.device.type == "cuda"
+
     def predict(self, inputs: Inputs) -> Any:
         feed, _ = as_input_dict(self, inputs)
         if self.onnx is not None:
             return self.onnx.predict(feed)
+        from ..devices import thread_stream
+
         torch = require("torch", extra="hf")
-        tensors = {
-            name: torch.from_numpy(array if array.flags.writeable else array.copy()).to(self.device)
-            for name, array in ((n, np.ascontiguousarray(a)) for n, a in feed.items())
-        }
-        try:
-            with torch.inference_mode():
-                result = self.module(**tensors)
-        except Exception as exc:
-            shapes = {n: list(a.shape) for n, a in feed.items()}
-            raise PredictionError(
-                f"model {self.name!r} failed on inputs with shapes {shapes}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        return {self.output_name: getattr(result, self.output_name).float().cpu().numpy()}
+        with thread_stream(torch, self.device):  # each worker thread's own CUDA stream
+            tensors = {
+                name: torch.from_numpy(array if array.flags.writeable else array.copy()).to(
+                    self.device, non_blocking=True
+                )
+                for name, array in ((n, np.ascontiguousarray(a)) for n, a in feed.items())
+            }
+            try:
+                with torch.inference_mode():
+                    result = self.module(**tensors)
+            except Exception as exc:
+                shapes = {n: list(a.shape) for n, a in feed.items()}
+                raise PredictionError(
+                    f"model {self.name!r} failed on inputs with shapes {shapes}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            return {self.output_name: getattr(result, self.output_name).float().cpu().numpy()}
 
     def postprocess_batch(self, outputs: Outputs, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         raw = np.asarray(outputs[self.output_name], dtype=np.float32)

@@ -105,6 +105,11 @@ class OnnxModel(Model):
         self._output_names = [o.name for o in self.session.get_outputs()]
         self._wants_str = {s.name for s in graph.inputs if s.datatype == "BYTES"}
 
+    @property
+    def on_gpu(self) -> bool:
+        providers = self.session.get_providers() if self.session is not None else []
+        return bool(providers) and providers[0] != "CPUExecutionProvider"
+
     def predict(self, inputs: Inputs) -> Any:
         feed, single = as_input_dict(self, inputs)
         for name in self._wants_str.intersection(feed):

@@ -86,6 +86,12 @@ def _corrupt(path: Path | None, what: str, exc: BaseException) -> CorruptArtifac
 
 
 class _TensorFlowModel(Model):
+    device: str = "/CPU:0"
+
+    @property
+    def on_gpu(self) -> bool:
+        return "GPU" in self.device.upper()
+
     def _feed(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         """Named inputs checked against the signature's names, cast to its datatypes."""
         assert self.signature is not None

@@ -39,7 +39,7 @@ from .._deps import require
 from ..config import ModelConfig
 from ..cpus import threads_option
 from ..datatypes import from_numpy
-from ..devices import torch_device
+from ..devices import thread_stream, torch_device
 from ..errors import (
     ConfigError,
     CorruptArtifactError,
@@ -185,19 +185,24 @@ class TorchModel(Model):
 
     # -- the call -------------------------------------------------------------------------------
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.device is not None and self.device.type == "cuda"
+
     def predict(self, inputs: Inputs) -> Any:
         feed, single = as_input_dict(self, inputs)
         args = [self._tensor(name, array) for name, array in self.ordered_inputs(feed)]
         torch = _torch()
-        if self.device is not None and self.device.type == "cuda":
-            # Page-locked host memory lets the copies overlap; one copy back per batch.
-            args = [a.pin_memory().to(self.device, non_blocking=True) for a in args]
-        try:
-            with torch.inference_mode():
-                result = self.module(*args)
-        except Exception as exc:
-            raise self._explain(feed, exc) from exc
-        return maybe_single(self._outputs(result), single)
+        with thread_stream(torch, self.device):  # each worker thread's own CUDA stream
+            if self.on_gpu:
+                # Page-locked host memory lets the copies overlap; one copy back per batch.
+                args = [a.pin_memory().to(self.device, non_blocking=True) for a in args]
+            try:
+                with torch.inference_mode():
+                    result = self.module(*args)
+            except Exception as exc:
+                raise self._explain(feed, exc) from exc
+            return maybe_single(self._outputs(result), single)
 
     def _explain(self, feed: Mapping[str, np.ndarray], exc: Exception) -> Exception:
         """A precise InvalidInputError if the inputs break the signature, else PredictionError."""

@@ -21,12 +21,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from ..config import BatchingConfig
-from ..model import Model
+from ..model import Model, batch_rows
 
 __all__ = [
     "DEFAULT_BUDGET_MS",
     "GAIN",
+    "GPU_SIZES",
+    "SIZES",
     "BatchTiming",
     "choose_batching",
     "explicit_batching",
@@ -40,6 +44,8 @@ GAIN = 1.15
 """A batch size is worth it when it gives at least this many times the rows a second of half
 its size."""
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+GPU_SIZES = (*SIZES, 512)
+"""On a GPU a call's cost barely grows with the batch: the timings go further."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +69,20 @@ def time_batches(
     repeats: int = 5,
     max_seconds: float = 2.0,
 ) -> list[BatchTiming]:
-    """Median call time of ``model.predict_batch`` at each size, on generated inputs; sizes
-    stop growing once a call takes more than the budget, or after ``max_seconds`` in all."""
+    """Median call time of ``model.predict_batch`` at each size, on the model's own examples
+    (``warmup.inputs`` in ``modelport.yaml``, their rows repeated to each size) or else inputs
+    generated from its signature; sizes stop growing once a call takes more than the budget,
+    or after ``max_seconds`` in all.
+
+    Real examples matter for sequence models: generated text is one word, and a batch of
+    one-word rows gains little from growing, where real sentences gain a lot."""
     model.ensure_loaded()
+    examples = model.config.warmup.get("inputs")
+    real = model.to_inputs(examples) if examples is not None else None
     began = time.perf_counter()
     out: list[BatchTiming] = []
     for size in sizes:
-        inputs = model.example_inputs(size)
+        inputs = model.example_inputs(size) if real is None else _repeat(real, size)
         model.predict_batch(inputs)  # warm: allocations, kernels
         calls = []
         for _ in range(repeats):
@@ -82,6 +95,12 @@ def time_batches(
         if time.perf_counter() - began > max_seconds:
             break
     return out
+
+
+def _repeat(inputs: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """``size`` rows: the rows of ``inputs`` in turn."""
+    rows = np.arange(size) % batch_rows(inputs)
+    return {name: array[rows] for name, array in inputs.items()}
 
 
 def choose_batching(
@@ -120,14 +139,16 @@ def explicit_batching(model: Model) -> bool:
     )
 
 
-def startup_batching(model: Model, budget_ms: float = DEFAULT_BUDGET_MS) -> BatchingConfig | None:
+def startup_batching(
+    model: Model, budget_ms: float = DEFAULT_BUDGET_MS, sizes: tuple[int, ...] = SIZES
+) -> BatchingConfig | None:
     """The batching to serve ``model`` with when nobody set it (None when somebody did):
     its current batching with the size and delay chosen from a few timed calls; None too
     for a model that cannot be timed on generated inputs."""
     if explicit_batching(model):
         return None
     try:
-        timings = time_batches(model, budget_ms=budget_ms)
+        timings = time_batches(model, sizes, budget_ms=budget_ms)
     except Exception:  # no signature to make inputs from, or a model that cannot batch
         return None
     return replace(model.batching, **choose_batching(timings, budget_ms))

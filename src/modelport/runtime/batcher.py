@@ -22,6 +22,11 @@ callback. A model's throughput then does not depend on how long the loop's turns
 thousands of connections a turn can take tens of milliseconds, and a batch that needs a turn to
 start runs once a turn).
 
+With ``instances`` above 1 (Triton's instance groups), that many batches run at once, each in
+its own worker thread on the same model: while one batch computes (the framework releases the
+GIL, and a GPU runs on its own), the next one's preprocessing (tokenising, decoding images,
+the copy to the device) goes on in another thread instead of waiting for it.
+
 The queue holds at most ``max_queue_size`` requests; past that ``submit`` raises
 :class:`OverloadedError` at once. When a batched call raises, the batch is split in halves
 and retried, so only the failing request(s) get the error. A model whose batched call does
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -82,7 +88,9 @@ def _key(inputs: dict[str, np.ndarray]) -> tuple[Any, ...] | None:
 
 
 class Batcher:
-    """Queue, batch and run calls of ``fn`` (named arrays in, named arrays out) in one thread."""
+    """Queue, batch and run calls of ``fn`` (named arrays in, named arrays out) in worker
+    threads, ``instances`` batches at a time (``fn`` must be safe to call from several threads
+    when that is above 1: every runtime's inference call is)."""
 
     def __init__(
         self,
@@ -94,20 +102,28 @@ class Batcher:
         max_queue_size: int = 1024,
         on_batch: OnBatch | None = None,
         on_done: OnDone | None = None,
+        instances: int = 1,
     ) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, got {instances}")
         self._fn = fn
         self.name = name
         self.configure(max_batch_size, max_queue_delay_ms)
         self.max_queue_size = max_queue_size
+        self.instances = instances
+        """Batches that may run at once, each in its own worker thread."""
         self._on_batch = on_batch
         self._on_done = on_done
         self._queue: deque[_Item] = deque()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"modelport-{name}")
+        self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"modelport-{name}")
+        self._taking = threading.Lock()
+        """The dispatcher and the workers (taking the next full batch) both take batches."""
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._running = 0
+        self._in_flight: set[asyncio.Future[None]] = set()
+        """The batches running (one per busy worker thread)."""
         self._circulation = 0
         self._last_size = 0
         self._last_end = 0.0
@@ -120,6 +136,18 @@ class Batcher:
         self.max_batch_size = max(1, max_batch_size)
         self._delay = max(0.0, max_queue_delay_ms) / 1000.0
 
+    def set_instances(self, instances: int) -> None:
+        """How many batches may run at once; before serving (the worker threads are replaced)."""
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, got {instances}")
+        if instances != self.instances:
+            if self.busy:
+                raise RuntimeError("instances can only change while the batcher is idle")
+            self._executor.shutdown(wait=True)
+            prefix = f"modelport-{self.name}"
+            self._executor = ThreadPoolExecutor(instances, thread_name_prefix=prefix)
+            self.instances = instances
+
     @property
     def depth(self) -> int:
         """Requests waiting, not counting the batch that runs."""
@@ -127,7 +155,7 @@ class Batcher:
 
     @property
     def busy(self) -> bool:
-        return bool(self._running or self._queue)
+        return bool(self._in_flight or self._queue)
 
     async def submit(
         self,
@@ -152,6 +180,7 @@ class Batcher:
         if self._loop is not loop:
             # First use, or a new loop (e.g. ``asyncio.run`` per call): dispatch in this one.
             self._loop = loop
+            self._in_flight = set()  # an earlier loop's, whose callbacks will never run
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._dispatch())
         assert self._wakeup is not None
@@ -182,23 +211,33 @@ class Batcher:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
+            if not self._queue or len(self._in_flight) >= self.instances:
+                if self._closing and not self._queue:
+                    if not self._in_flight:
+                        return
+                    await asyncio.wait(set(self._in_flight))
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._gather(loop)
-            batch = self._take()
+            with self._taking:
+                batch = self._take()
             if not batch:
                 continue
-            self._running = len(batch)
-            try:
-                await loop.run_in_executor(self._executor, self._work, batch, loop)
-            finally:
-                self._running = 0
-            self._circulation = self._last_size + len(self._queue)
-            self._last_end = time.perf_counter()
+            running = loop.run_in_executor(self._executor, self._work, batch, loop)
+            self._in_flight.add(running)
+            running.add_done_callback(self._ran)
+
+    def _ran(self, running: asyncio.Future[None]) -> None:
+        """On the loop: a worker thread is free again."""
+        self._in_flight.discard(running)
+        self._circulation = self._last_size + len(self._queue)
+        self._last_end = time.perf_counter()
+        if not running.cancelled() and running.exception() is not None:
+            log.error("worker of model %r failed", self.name, exc_info=running.exception())
+        assert self._wakeup is not None
+        self._wakeup.set()
 
     def _work(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         """In the worker thread: run ``batch``, then the next ones while a full batch waits;
@@ -206,15 +245,19 @@ class Batcher:
         while True:
             start = time.perf_counter()
             waits = [start - item.enqueued for item in batch]
-            results, calls = self._run(batch)
+            try:
+                results, calls = self._run(batch)
+            except Exception as exc:  # joining the batch failed: each caller gets the error
+                log.exception("batch of model %r failed", self.name)
+                results, calls = [_as_error(exc, self.name)] * len(batch), []
             loop.call_soon_threadsafe(self._settle, batch, waits, results, calls)
             self._last_size = len(batch)
             if self._closing or not self._full_batch_waits():
                 return
-            batch = self._take()
+            with self._taking:
+                batch = self._take()
             if not batch:
                 return
-            self._running = len(batch)
 
     def _full_batch_waits(self) -> bool:
         # Two counters, each written by one side: the loop adds, whoever takes removes.

@@ -109,6 +109,7 @@ class ModelRunner:
             self.state = ModelState.FAILED
             self.error = f"{type(exc).__name__}: {exc}"
             raise
+        self.choose_instances()
         self.choose_batching()
         self._warm_up()
         self.state = ModelState.READY
@@ -121,22 +122,50 @@ class ModelRunner:
             },
         )
 
+    def choose_instances(self) -> None:
+        """Batches in flight at once: ``instances`` in ``modelport.yaml``, else 1 on the CPU
+        and :data:`~modelport.devices.GPU_INSTANCES` on a GPU."""
+        from ..devices import GPU_INSTANCES
+
+        configured = self.model.config.instances
+        gpu = self.model.on_gpu
+        instances = configured or (GPU_INSTANCES if gpu else 1)
+        self.batcher.set_instances(instances)
+        if instances > 1:
+            log.info(
+                "model instances",
+                extra={
+                    "model": self.name,
+                    "version": self.version,
+                    "instances": instances,
+                    "gpu": gpu,
+                },
+            )
+
     def choose_batching(self) -> None:
         """Batching from the model's own timings when nobody set it (``batching:`` in
         ``modelport.yaml``): a few timed calls pick ``max_batch_size`` and
-        ``max_queue_delay_ms`` (:mod:`modelport.perf.profile`). The ``auto_batching: false``
-        option (``--no-auto-batching``) keeps the defaults."""
-        if not self.model.options.get("auto_batching", True):
-            return
-        from ..perf.profile import startup_batching
+        ``max_queue_delay_ms`` (:mod:`modelport.perf.profile`), on a GPU from larger sizes.
+        The ``auto_batching: false`` option (``--no-auto-batching``) keeps the defaults (on a
+        GPU, :data:`~modelport.devices.GPU_MAX_BATCH_SIZE` rows)."""
+        from dataclasses import replace
 
-        chosen = startup_batching(self.model)
+        from ..devices import GPU_MAX_BATCH_SIZE
+        from ..perf.profile import GPU_SIZES, SIZES, explicit_batching, startup_batching
+
+        gpu = self.model.on_gpu
+        chosen, source = None, "the model's timings"
+        if self.model.options.get("auto_batching", True):
+            chosen = startup_batching(self.model, sizes=GPU_SIZES if gpu else SIZES)
+        if chosen is None and gpu and not explicit_batching(self.model):
+            chosen = replace(self.model.batching, max_batch_size=GPU_MAX_BATCH_SIZE)
+            source = "the GPU default"
         if chosen is None:
             return
         self.model.batching = chosen
         self.batcher.configure(chosen.max_batch_size, chosen.max_queue_delay_ms)
         log.info(
-            "batching chosen from the model's timings",
+            f"batching chosen from {source}",
             extra={
                 "model": self.name,
                 "version": self.version,

@@ -1,5 +1,6 @@
 """The console's live figures: requests/s, errors, latency percentiles, batch sizes and queue
-depth per model version, over the last seconds.
+depth per model version, over the last seconds; and each GPU's utilisation and memory where
+the server exports them (:mod:`.gpu_metrics`).
 
 They come from the server's own Prometheus metrics (what ``/metrics`` exports, merged over
 the workers with ``--workers N``), so the request path counts nothing twice. Counters and
@@ -33,6 +34,11 @@ _BATCH_SUM = "modelport_batch_size_sum"
 _BATCH_COUNT = "modelport_batch_size_count"
 _DEPTH = "modelport_queue_depth"
 _IN_FLIGHT = "modelport_requests_in_flight"
+_GPU = {
+    "modelport_gpu_utilization_ratio": "utilization",
+    "modelport_gpu_memory_used_bytes": "memory_used_bytes",
+    "modelport_gpu_memory_total_bytes": "memory_total_bytes",
+}
 
 Key = tuple[str, str]
 """(model, version)."""
@@ -58,15 +64,22 @@ class Snapshot:
     t: float
     readings: dict[Key, Reading]
     in_flight: dict[str, float]
+    gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per GPU index: its ``name``, ``utilization`` (0-1) and memory used and total (bytes)."""
 
 
 def read_samples(samples: Iterable[tuple[str, Mapping[str, str], float]], t: float) -> Snapshot:
     """A :class:`Snapshot` from Prometheus samples ``(name, labels, value)``."""
     readings: dict[Key, Reading] = {}
     in_flight: dict[str, float] = {}
+    gpus: dict[str, dict[str, Any]] = {}
     for name, labels, value in samples:
         if name == _IN_FLIGHT:
             in_flight[labels.get("protocol", "")] = value
+            continue
+        if name in _GPU:
+            gpu = gpus.setdefault(labels.get("gpu", ""), {"name": labels.get("name", "")})
+            gpu[_GPU[name]] = value
             continue
         if not name.startswith(("modelport_request", "modelport_batch", _DEPTH)):
             continue
@@ -86,7 +99,7 @@ def read_samples(samples: Iterable[tuple[str, Mapping[str, str], float]], t: flo
             readings.setdefault(key, Reading()).batches += value
         elif name == _DEPTH:
             readings.setdefault(key, Reading()).queue_depth = value
-    return Snapshot(t, readings, in_flight)
+    return Snapshot(t, readings, in_flight, gpus)
 
 
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
@@ -174,6 +187,10 @@ class LiveMetrics:
             "window_s": span if base is not now else 0.0,
             "in_flight": now.in_flight,
             "versions": versions,
+            "gpus": [
+                {"gpu": index, **now.gpus[index]}
+                for index in sorted(now.gpus, key=lambda i: (len(i), i))
+            ],
         }
 
 

@@ -303,6 +303,7 @@ async function refreshMetrics() {
   const answer = await getJSON(`console/api/metrics?window=${enc(span)}`);
   const flights = Object.entries(answer.in_flight).map(([p, n]) => `${p} ${n}`).join(", ");
   $("in-flight").textContent = flights ? `in flight: ${flights}` : "";
+  $("gpus").replaceChildren(...(answer.gpus || []).map(gpuLine));
   const rows = answer.versions.map((v) => {
     const w = v.window || {};
     const cells = [
@@ -321,6 +322,17 @@ async function refreshMetrics() {
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "11", className: "muted" }, "No model version yet.")));
   document.querySelector("#metrics-table tbody").replaceChildren(...rows);
   drawCharts(answer.versions);
+}
+
+/** One GPU's reading: "GPU 0 (NVIDIA H100): 37 % busy, memory 3.0 of 80.0 GiB". */
+function gpuLine(g) {
+  const gib = (b) => (b == null ? "?" : (b / 2 ** 30).toFixed(1));
+  const busy = g.utilization == null ? "?" : Math.round(g.utilization * 100);
+  return el(
+    "li",
+    { "data-gpu": g.gpu },
+    `GPU ${g.gpu} (${g.name}): ${busy} % busy, memory ${gib(g.memory_used_bytes)} of ${gib(g.memory_total_bytes)} GiB`,
+  );
 }
 
 const FIGURES = ["requests", "errors", "rps", "errors_per_s", "p50_ms", "p99_ms", "batch_mean", "queue_depth"];
