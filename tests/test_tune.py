@@ -218,3 +218,45 @@ def test_a_served_model_gets_its_batching_from_its_timings(tmp_path: Path) -> No
     explicit = ModelRunner(resolve(folder))
     explicit.load()
     assert explicit.model.batching == BatchingConfig(max_queue_delay_ms=5)
+
+
+LENGTHS_MODEL = '''
+import numpy as np
+from modelport import Model, Signature, TensorSpec
+from modelport.model import as_texts
+
+
+class Lengths(Model):
+    """Words per text; remembers every text its batches held."""
+
+    request_signature = Signature(
+        inputs=(TensorSpec("text", "BYTES", (-1,)),), outputs=(TensorSpec("words", "INT64", (-1,)),)
+    )
+    signature = request_signature
+    seen = set()
+
+    def predict(self, inputs):
+        texts = as_texts(inputs["text"])
+        type(self).seen.update(texts)
+        return {"words": np.array([len(t.split()) for t in texts], dtype=np.int64)}
+'''
+
+
+def test_start_up_timing_uses_the_models_own_examples(tmp_path: Path) -> None:
+    """With ``warmup.inputs``, the batch sizes are timed on those real rows, not on generated
+    one-word text."""
+    folder = tmp_path / "lengths"
+    folder.mkdir()
+    (folder / "model.py").write_text(LENGTHS_MODEL)
+    examples = ["a real sentence of seven words here", "and another, shorter one"]
+    (folder / "modelport.yaml").write_text(json.dumps({"warmup": {"inputs": {"text": examples}}}))
+    model = resolve(folder)
+    chosen = startup_batching(model, budget_ms=50.0)
+    assert chosen is not None and chosen.max_batch_size >= 1
+    assert type(model).seen == set(examples)  # type: ignore[attr-defined]
+
+    (folder / "modelport.yaml").unlink()
+    model = resolve(folder)
+    type(model).seen.clear()  # type: ignore[attr-defined]
+    assert startup_batching(model, budget_ms=50.0) is not None
+    assert type(model).seen and not type(model).seen & set(examples)  # type: ignore[attr-defined]
