@@ -3,9 +3,13 @@ largest batch worth its latency, as Triton's Model Analyzer does offline, in wel
 second at start.
 
 The rule: a request that arrives while a batch runs waits for it, then runs in the next, so
-its latency is up to two calls. ``max_batch_size`` is the largest timed size whose call fits
-in half the latency budget and still adds at least :data:`GAIN` rows a second over half its
-size (past that, bigger batches only add latency). ``max_queue_delay_ms`` is how long the
+its latency is up to two calls. Among the timed sizes whose call fits in half the latency
+budget, ``max_batch_size`` is the smallest that gives at least :data:`NEAR` of the best rows a
+second of them (past it, bigger batches only add latency). Each size's time is the fastest of
+a few calls, and the choice compares every size with the best rather than each with the one
+before: on a shared machine a call slowed by a neighbour must not cut the search short (one
+such reading once made W2 of ``python -m bench``, 4x faster at 64 rows, serve at 4).
+``max_queue_delay_ms`` is how long the
 batcher waits for the callers of the last batch to come back: a tenth of the budget at most,
 and no longer than a call at batch 1 takes (so a lone caller's wait never doubles its
 latency), between 0.1 and 2 ms.
@@ -16,7 +20,6 @@ returns None for them.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,8 +31,8 @@ from ..model import Model, batch_rows
 
 __all__ = [
     "DEFAULT_BUDGET_MS",
-    "GAIN",
     "GPU_SIZES",
+    "NEAR",
     "SIZES",
     "BatchTiming",
     "choose_batching",
@@ -40,9 +43,8 @@ __all__ = [
 
 DEFAULT_BUDGET_MS = 50.0
 """The p99 latency a served model should keep when nothing else is said."""
-GAIN = 1.15
-"""A batch size is worth it when it gives at least this many times the rows a second of half
-its size."""
+NEAR = 0.95
+"""A batch size is big enough when it gives at least this share of the best rows a second."""
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 GPU_SIZES = (*SIZES, 512)
 """On a GPU a call's cost barely grows with the batch: the timings go further."""
@@ -69,10 +71,10 @@ def time_batches(
     repeats: int = 5,
     max_seconds: float = 2.0,
 ) -> list[BatchTiming]:
-    """Median call time of ``model.predict_batch`` at each size, on the model's own examples
-    (``warmup.inputs`` in ``modelport.yaml``, their rows repeated to each size) or else inputs
-    generated from its signature; sizes stop growing once a call takes more than the budget,
-    or after ``max_seconds`` in all.
+    """The fastest of ``repeats`` calls of ``model.predict_batch`` at each size, on the
+    model's own examples (``warmup.inputs`` in ``modelport.yaml``, their rows repeated to each
+    size) or else inputs generated from its signature; sizes stop growing once a call takes
+    more than the budget, or after ``max_seconds`` in all.
 
     Real examples matter for sequence models: generated text is one word, and a batch of
     one-word rows gains little from growing, where real sentences gain a lot."""
@@ -89,7 +91,7 @@ def time_batches(
             start = time.perf_counter()
             model.predict_batch(inputs)
             calls.append(time.perf_counter() - start)
-        out.append(BatchTiming(size, statistics.median(calls)))
+        out.append(BatchTiming(size, min(calls)))  # noise only ever adds time
         if calls and out[-1].seconds * 1000 > budget_ms:
             break
         if time.perf_counter() - began > max_seconds:
@@ -109,15 +111,9 @@ def choose_batching(
     """``{"max_batch_size", "max_queue_delay_ms"}`` for these timings (see the module)."""
     if not timings:
         raise ValueError("no timings to choose from")
-    by_size = {t.size: t for t in timings}
     fits = [t for t in timings if 2 * t.seconds * 1000 <= budget_ms] or [timings[0]]
-    best = fits[0]
-    for timing in fits[1:]:
-        half = by_size.get(timing.size // 2)
-        if half is None or timing.rows_per_s >= GAIN * half.rows_per_s:
-            best = timing
-        else:
-            break
+    top = max(t.rows_per_s for t in fits)
+    best = min((t for t in fits if t.rows_per_s >= NEAR * top), key=lambda t: t.size)
     single_ms = timings[0].seconds * 1000
     delay = min(2.0, budget_ms / 10, max(0.1, single_ms))
     return {"max_batch_size": best.size, "max_queue_delay_ms": round(delay, 3)}
