@@ -232,6 +232,25 @@ def test_half_precision_answers_float32_close_to_full(scripted: Path) -> None:
         modelport.load(scripted, dtype="int8").ensure_loaded()
 
 
+def test_half_precision_reports_its_difference_from_float32_at_load(scripted: Path) -> None:
+    from modelport.config import ModelConfig
+    from modelport.signature import Signature, TensorSpec
+
+    signature = Signature(
+        inputs=(TensorSpec("input_0", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("output_0", "FP32", (-1, 3)),),
+    )
+    config = ModelConfig(signature=signature)
+    half = modelport.load(scripted, config=config, dtype="bfloat16").ensure_loaded()
+    diffs = half.precision_diffs  # type: ignore[attr-defined]
+    assert diffs is not None and set(diffs) == {"output_0"}
+    assert 0 < diffs["output_0"] < 0.1  # bfloat16 keeps about 3 significant digits
+    assert modelport.load(scripted, config=config).ensure_loaded().precision_diffs is None  # type: ignore[attr-defined]
+    # Without a signature there is nothing to generate rows from: it loads, unmeasured.
+    unmeasured = modelport.load(scripted, dtype="bfloat16").ensure_loaded()
+    assert unmeasured.precision_diffs is None  # type: ignore[attr-defined]
+
+
 @pytest.mark.gpu
 @skip_unless(TORCH_GPU, "gpu", "a CUDA build of torch and an NVIDIA GPU")
 def test_torch_on_the_gpu_answers_as_on_the_cpu(scripted: Path) -> None:
@@ -266,3 +285,54 @@ def test_on_the_gpu_two_instances_batch_concurrent_requests_as_the_cpu(scripted:
         np.testing.assert_allclose(
             next(iter(answer.values())), cpu.predict(x), rtol=1e-4, atol=1e-5
         )
+
+
+@pytest.mark.gpu
+@skip_unless(TORCH_GPU, "gpu", "a CUDA build of torch and an NVIDIA GPU")
+def test_served_on_the_gpu_with_batching(scripted: Path, tmp_path: Path) -> None:
+    """``modelport serve`` of a model with ``device: cuda``: V2 requests from 64 threads, each
+    answered as the CPU answers, in batches of more than one row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.server.conftest import infer_body, start
+
+    directory = tmp_path / "net"
+    directory.mkdir()
+    shutil.copy(scripted, directory / "net.pt")
+    (directory / "modelport.yaml").write_text(
+        "device: cuda\n"
+        "signature:\n"
+        "  inputs: [{name: input_0, datatype: FP32, shape: [-1, 4]}]\n"
+        "  outputs: [{name: output_0, datatype: FP32, shape: [-1, 3]}]\n"
+    )
+    xs = np.random.default_rng(5).standard_normal((256, 1, 4)).astype(np.float32)
+    with start(directory) as live:
+        (runner,) = live.dataplane.registry.runners()
+        assert runner.model.on_gpu and runner.batcher.instances == 2
+
+        def call(x: np.ndarray) -> np.ndarray:
+            with httpx.Client(base_url=live.url, timeout=60) as client:
+                response = client.post("/v2/models/net/infer", json=infer_body(x, "input_0"))
+                assert response.status_code == 200, response.text
+                out = response.json()["outputs"][0]
+                return np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+        with ThreadPoolExecutor(64) as pool:
+            answers = list(pool.map(call, xs))
+        metrics = httpx.get(f"{live.url}/metrics").text
+    cpu = modelport.load(scripted).ensure_loaded()
+    for x, answer in zip(xs, answers):
+        np.testing.assert_allclose(answer, cpu.predict(x), rtol=1e-4, atol=1e-5)
+    count = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("modelport_batch_size_count")
+    )
+    rows = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("modelport_batch_size_sum")
+    )
+    assert rows == 256 and count < 256  # batched

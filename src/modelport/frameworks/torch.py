@@ -24,6 +24,7 @@ in float32).
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import logging
@@ -89,6 +90,10 @@ class TorchModel(Model):
         # explicit setting as given.
         if threads and (threads < torch.get_num_threads() or "intra_op_threads" in self.options):
             torch.set_num_threads(threads)
+        halving = self.options.get("dtype") in ("float16", "bfloat16")
+        reference = (
+            copy.deepcopy(module) if halving and isinstance(module, torch.nn.Module) else None
+        )
         module = self._place(module)
         if eval_mode and isinstance(module, torch.nn.Module):
             module.eval()
@@ -96,6 +101,53 @@ class TorchModel(Model):
             if floats and floats[0].dtype != torch.bfloat16:  # numpy has no bfloat16
                 self._float_dtype = torch.empty((), dtype=floats[0].dtype).numpy().dtype
         self.module = module
+        if reference is not None:
+            self.precision_diffs = self._compare_precision(
+                reference.eval() if eval_mode else reference
+            )
+
+    precision_diffs: dict[str, float] | None = None
+    """With ``dtype`` float16/bfloat16: each output's largest absolute difference from the
+    float32 module on generated rows, measured at load as ``export`` measures parity (None
+    when not measured)."""
+
+    def _compare_precision(self, reference: Any, rows: int = 8) -> dict[str, float] | None:
+        """Run ``rows`` generated rows through the half-precision module and ``reference`` (the
+        float32 module, on the CPU) and log each output's largest difference."""
+        from ..export.onnx import _diff
+
+        torch = _torch()
+        try:
+            inputs = self.example_inputs(rows)
+            half = self.predict_tensors(inputs)
+            feed, _ = as_input_dict(self, inputs)
+            args = [torch.from_numpy(np.ascontiguousarray(a)) for _, a in self.ordered_inputs(feed)]
+            with torch.inference_mode():
+                full = self._outputs_float32(reference(*args))
+        except Exception as exc:  # no signature to generate rows from, or inputs it refuses
+            log.info(
+                "half precision not compared with float32",
+                extra={"model": self.name, "dtype": self.options.get("dtype"), "reason": str(exc)},
+            )
+            return None
+        diffs = {name: _diff(full[name], half[name]) for name in full if name in half}
+        log.info(
+            "half precision against float32",
+            extra={
+                "model": self.name,
+                "dtype": self.options.get("dtype"),
+                "rows": rows,
+                "max_abs_diff": {name: float(f"{d:.3g}") for name, d in diffs.items()},
+            },
+        )
+        return diffs
+
+    def _outputs_float32(self, result: Any) -> dict[str, np.ndarray]:
+        half, self._half = self._half, None
+        try:
+            return self._outputs(result)
+        finally:
+            self._half = half
 
     def _place(self, module: Any) -> Any:
         """The module on its device (``device``), in half precision with ``dtype``."""
