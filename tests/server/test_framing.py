@@ -124,3 +124,71 @@ def test_a_prompt_client_on_a_kept_alive_connection_is_not_timed_out(
         sock.sendall(GOOD)
         [(status, body)] = _responses(sock, 1)
     assert status == 400 and b"error" in body  # answered, not timed out
+
+
+class Recorder:
+    """A transport that records each write (what ``send()`` each would be)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.writes.append(b"".join(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_an_answer_leaves_in_one_write() -> None:
+    from modelport.server.protocol import _Corked
+
+    raw = Recorder()
+    corked = _Corked(raw)
+    corked.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert raw.writes == []  # the head waits for the body
+    corked.write(b"{}")
+    corked.write(b"more")  # later writes (a streamed body) pass straight on
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", b"more"]
+    assert not corked.is_closing()
+
+    raw = Recorder()
+    corked = _Corked(raw)
+    corked.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it: sent at once
+    assert raw.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    corked.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    corked.close()  # closed without a body: the held head still goes out, then the close
+    assert raw.writes[1:] == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"] and raw.closed
+
+    raw = Recorder()
+    corked = _Corked(raw)
+    big = b"x" * 200_000
+    corked.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    corked.write(big)
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n" + big]
+
+
+def test_head_requests_and_100_continue_are_answered(server: LiveServer) -> None:
+    """The answers whose head is not followed by a body write, on the real server."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = sock.recv(65536)  # 405 (the route takes GET), its head only, and no hang
+        assert head.startswith(b"HTTP/1.1 405 ") and head.endswith(b"\r\n\r\n"), head
+        body = orjson.dumps(infer_body(np.ones((1, 4), np.float32)))
+        sock.sendall(
+            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        interim = sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+        sock.sendall(body)
+        buffer = b""
+        while b"\r\n\r\n" not in buffer or len(buffer.partition(b"\r\n\r\n")[2]) < 10:
+            buffer += sock.recv(65536)
+        assert buffer.startswith(b"HTTP/1.1 200 "), buffer

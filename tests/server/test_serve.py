@@ -194,6 +194,7 @@ def test_several_worker_processes_share_the_port(tiny_onnx: Path) -> None:
     assert returncode == 0, stderr
     assert "Traceback" not in stderr
     assert stderr.count("Finished server process") == 2, stderr  # both drained and finished
+    assert stderr.count("garbage collector tuned for serving") == 2, stderr  # each worker
 
 
 def test_warns_without_auth_beyond_loopback(tiny_onnx: Path) -> None:
@@ -206,6 +207,7 @@ def test_warns_without_auth_beyond_loopback(tiny_onnx: Path) -> None:
         proc.wait(timeout=60)
         stderr = proc.stderr.read() if proc.stderr else ""
     assert "without authentication" in stderr
+    assert "garbage collector tuned for serving" in stderr  # see modelport.server.gctune
 
 
 def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from ..runtime.repository import discover
 from ..settings import Settings
 from .admission import Admission
 from .app import create_app
+from .gctune import tune_gc
 from .http import host_port
 from .metrics import PrometheusMetrics
 from .protocol import http_protocol
@@ -232,6 +233,7 @@ async def serve_async(
     stop_on_readable: int | None = None,
     workers_folder: str | None = None,
     announce: bool = True,
+    own_process: bool = False,
 ) -> None:
     """Serve HTTP (and gRPC when ``grpc_port``) in this event loop until told to stop.
 
@@ -243,6 +245,8 @@ async def serve_async(
     through which each applies every admin change alike (:mod:`.journal`), and each worker's
     metrics socket, so that ``/metrics`` answers for all of them (:mod:`.worker_metrics`).
     ``announce`` logs the listeners and the models served (one of the workers does it).
+    ``own_process``: serving is this process's whole job (``modelport serve``, a worker): the
+    garbage collector is tuned for it (:mod:`.gctune`).
     """
     uvicorn = require("uvicorn", extra="serve")
     dataplane = dataplane or build_dataplane(settings)
@@ -343,6 +347,8 @@ async def serve_async(
             app.admin_journal.start()
     if announce:
         _announce(settings, sockets[0], grpc_server, dataplane)
+    if own_process:
+        tune_gc()
     try:
         await server.serve(sockets=sockets)
     finally:
@@ -417,7 +423,7 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         _supervise(settings)
         return
-    _run(serve_async(settings))
+    _run(serve_async(settings, own_process=True))
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -448,7 +454,7 @@ def _worker(
     _run(
         serve_async(
             settings, sockets=[sock], preload=True, stop_on_readable=sentinel,
-            workers_folder=folder, announce=announce,
+            workers_folder=folder, announce=announce, own_process=True,
         )
     )  # fmt: skip
 
