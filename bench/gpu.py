@@ -24,12 +24,12 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from .load import _MARK, HarnessError, grpc_sample
 from .servers import HOST, Server, free_port
+from .text import _ready, rows_per_s
 
 HERE = Path(__file__).resolve().parent
 GOAL = 0.9
@@ -96,14 +96,7 @@ def in_process(directory: Path, device: str, kind: str, seconds: float, batch: i
         ]
     else:
         batches = [model.example_inputs(batch)]
-    for inputs in batches[:3]:
-        model.predict_batch(inputs)
-    done, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        for inputs in batches:
-            model.predict_batch(inputs)
-            done += len(next(iter(inputs.values())))
-    return done / (time.perf_counter() - began)
+    return rows_per_s(model, batches, seconds)
 
 
 def _child(args: argparse.Namespace, kind: str, directory: Path) -> float:
@@ -183,16 +176,6 @@ def served(
             if line.startswith("{") and ("instances" in line or "batching chosen" in line)
         ]
     return out
-
-
-def _ready(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/v2/health/ready", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,14 +76,19 @@ def in_process(directory: Path, corpus: list[str], seconds: float, batch: int) -
         {"text": np.array([t.encode() for t in ordered[i : i + batch]], dtype=object)}
         for i in range(0, len(ordered), batch)
     ]
+    return {"texts_per_s": rows_per_s(model, batches, seconds)}
+
+
+def rows_per_s(model: Any, batches: list[dict[str, Any]], seconds: float) -> float:
+    """Rows a second of ``model.predict_batch`` over ``batches`` in turn, for ``seconds``."""
     for inputs in batches[:2]:
         model.predict_batch(inputs)
     done, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         for inputs in batches:
             model.predict_batch(inputs)
-            done += len(inputs["text"])
-    return {"texts_per_s": done / (time.perf_counter() - began)}
+            done += len(next(iter(inputs.values())))
+    return done / (time.perf_counter() - began)
 
 
 def batch_counters(port: int) -> tuple[float, float]:
