@@ -272,3 +272,13 @@ def test_the_worker_runs_full_batches_back_to_back_without_the_loop() -> None:
     answers = asyncio.run(main())
     for i, y in enumerate(answers):
         np.testing.assert_array_equal(y, [[2.0 * i]])
+
+
+def test_refusals_are_counted_in_the_metrics() -> None:
+    from modelport.server.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics()
+    admission = Admission(1)
+    metrics.track_refusals(lambda: admission.refused)
+    assert admission.enter() and not admission.enter() and not admission.enter()
+    assert b"modelport_requests_refused_total 2.0" in metrics.render()

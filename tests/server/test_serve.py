@@ -201,8 +201,10 @@ def test_warns_without_auth_beyond_loopback(tiny_onnx: Path) -> None:
     port = free_port()
     with serving([str(tiny_onnx), "--host", "0.0.0.0", "--log-format", "text"], port=port) as (
         proc,
-        _,
+        url,
     ):
+        scrape = httpx.get(f"{url}/metrics").text  # the refusals past max_concurrency, too
+        assert "modelport_requests_refused_total 0.0" in scrape
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         stderr = proc.stderr.read() if proc.stderr else ""

@@ -118,6 +118,17 @@ class PrometheusMetrics:
         """Report ``count()`` as the requests in flight for ``protocol``."""
         self._in_flight.labels(protocol).set_function(count)
 
+    def track_refusals(self, count: Callable[[], float]) -> None:
+        """Report ``count()`` as the requests refused past ``max_concurrency`` (HTTP and gRPC)."""
+        family = self._prom.metrics_core.CounterMetricFamily
+        help_text = "Inference requests refused past max_concurrency (503, RESOURCE_EXHAUSTED)."
+
+        class _Refusals:
+            def collect(self) -> Any:
+                yield family("modelport_requests_refused", help_text, value=count())
+
+        self.registry.register(_Refusals())
+
     def render(self) -> bytes:
         """The text exposition format."""
         data: bytes = self._prom.generate_latest(self.registry)

@@ -261,6 +261,8 @@ async def serve_async(
             extra={"host": settings.host},
         )
     admission = Admission(settings.max_concurrency)  # shared by HTTP and gRPC
+    if isinstance(dataplane.metrics, PrometheusMetrics):
+        dataplane.metrics.track_refusals(lambda: admission.refused)
     config = uvicorn.Config(
         app,
         host=settings.host,
