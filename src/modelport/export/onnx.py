@@ -28,6 +28,7 @@ import numpy as np
 from .._deps import require
 from ..errors import ExportError, ModelportError
 from ..model import Inputs, Model, as_input_dict
+from ..parity import max_difference
 
 __all__ = ["DEFAULT_RTOL", "DEFAULT_SAMPLES", "ExportReport", "default_output", "to_onnx"]
 
@@ -242,8 +243,8 @@ def _verify(
                 f"{ {n: list(a.shape) for n, a in feed.items()} }: {_first_line(exc)}"
             ) from exc
         for name, value in _pair_outputs(expected, got).items():
-            diffs[name] = max(diffs.get(name, 0.0), _diff(*value))
-            excess[name] = max(excess.get(name, 0.0), _diff(*value, rtol=rtol))
+            diffs[name] = max(diffs.get(name, 0.0), max_difference(*value))
+            excess[name] = max(excess.get(name, 0.0), max_difference(*value, rtol=rtol))
         rows += next(iter(batch.values())).shape[0]
     worst = max(diffs.values(), default=0.0)
     if not max(excess.values(), default=0.0) <= tolerance:
@@ -294,24 +295,6 @@ def _pair_outputs(
     raise ExportError(
         f"the ONNX model returns outputs {list(got)}, the original returns {list(expected)}"
     )
-
-
-def _diff(original: np.ndarray, exported: np.ndarray, rtol: float = 0.0) -> float:
-    """The largest absolute difference, less ``rtol * |original|`` element by element."""
-    a, b = np.asarray(original), np.asarray(exported)
-    if a.shape != b.shape and a.size == b.size:
-        b = b.reshape(a.shape)  # e.g. [n, 1] against [n]
-    if a.shape != b.shape:
-        return float("inf")
-    if a.dtype.kind in "OSUb" or b.dtype.kind in "OSUb":
-        return 0.0 if np.array_equal(a.astype(str), b.astype(str)) else float("inf")
-    if a.size == 0:
-        return 0.0
-    wide = a.astype(np.float64)
-    gap = np.abs(wide - b.astype(np.float64))
-    if rtol:
-        gap -= rtol * np.abs(wide)
-    return float(np.max(gap))
 
 
 _ONNX_NUMPY = {

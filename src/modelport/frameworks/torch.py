@@ -50,6 +50,7 @@ from ..errors import (
     UntrustedArtifactError,
 )
 from ..model import Inputs, Model, as_input_dict, maybe_single, output_names_of
+from ..parity import max_difference
 from ..signature import Signature, TensorSpec
 
 __all__ = ["ExportedProgramModel", "StateDictModel", "TorchModel", "TorchScriptModel"]
@@ -114,8 +115,6 @@ class TorchModel(Model):
     def _compare_precision(self, reference: Any, rows: int = 8) -> dict[str, float] | None:
         """Run ``rows`` generated rows through the half-precision module and ``reference`` (the
         float32 module, on the CPU) and log each output's largest difference."""
-        from ..export.onnx import _diff
-
         torch = _torch()
         try:
             inputs = self.example_inputs(rows)
@@ -130,7 +129,7 @@ class TorchModel(Model):
                 extra={"model": self.name, "dtype": self.options.get("dtype"), "reason": str(exc)},
             )
             return None
-        diffs = {name: _diff(full[name], half[name]) for name in full if name in half}
+        diffs = {name: max_difference(full[name], half[name]) for name in full if name in half}
         log.info(
             "half precision against float32",
             extra={
