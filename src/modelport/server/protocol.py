@@ -144,7 +144,8 @@ def http_protocol(
         draining = False
         """The server stops (set on the class, it holds for connections accepted later too)."""
         _refused = False
-        """Over ``max_connections``: answered 503 at once, read and discarded until closed."""
+        """Answered with a last answer (over ``max_connections``, a client error, a deadline):
+        what comes is read and discarded until the connection closes."""
         _skipping = False
         """A refused request's body is being read and discarded."""
         _skip_close = False
@@ -163,9 +164,7 @@ def http_protocol(
                 self._refused = True
                 defaults = self.server_state.default_headers
                 transport.write(refusal(too_many, defaults, close=True))
-                if transport.can_write_eof():
-                    transport.write_eof()
-                self.loop.call_later(_LINGER, transport.close)
+                self._linger()
                 return
             self._arm(header_timeout, "headers")
 
@@ -334,7 +333,20 @@ def http_protocol(
             ]
             self._disarm()
             self.transport.write(b"".join(head) + body)
-            self.transport.close()
+            self._linger()
+
+        def _linger(self) -> None:
+            """Close after an answer that ends the connection, the way nginx's lingering close
+            does: say so (FIN), then read and discard what the client still sends until it
+            closes or :data:`_LINGER` passes. Closed at once, a socket with unread data, or
+            data that arrives after, is reset, and the reset can destroy the answer before the
+            client has read it (a slow client still trickling its headers, one still sending
+            the body of a refused request)."""
+            self._refused = True  # data_received discards everything from now on
+            transport = self.transport
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(_LINGER, transport.close)
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
