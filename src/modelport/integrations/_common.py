@@ -66,6 +66,7 @@ __all__ = [
     "run_plan",
     "split_rows",
     "stack_rows",
+    "udf_columns",
 ]
 
 T = TypeVar("T")
@@ -321,6 +322,25 @@ def input_columns(model: Model, columns: Columns, available: Sequence[str]) -> d
         mapping = {names[0]: [columns] if isinstance(columns, str) else list(columns)}
     _check_available(mapping, available)
     return mapping
+
+
+def udf_columns(
+    model: Model, contract: Contract, columns: Sequence[str] | None
+) -> tuple[Columns, list[str]]:
+    """``(mapping, argument names)`` for a UDF over argument columns (Spark's, Flink's): for a
+    model that takes payloads, one ``payload`` argument, or the columns ``columns`` names;
+    otherwise one argument per input, named after it or by ``columns``."""
+    if contract == "payload" and custom_preprocess(model):
+        names = list(columns) if columns else ["payload"]
+        return (names if columns else names[0]), names
+    inputs = input_names(model) or [model.single_input_name(model.served_signature)]
+    names = list(columns) if columns else inputs
+    if len(names) != len(inputs):
+        raise ConfigError(
+            f"columns= names {len(names)} argument(s) {names}; model {model.name!r} takes "
+            f"one per input {inputs}"
+        )
+    return dict(zip(inputs, names)), names
 
 
 def payload_columns(

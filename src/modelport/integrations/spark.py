@@ -30,10 +30,9 @@ from ._common import (
     answer_cell,
     answer_type,
     check_options,
-    custom_preprocess,
-    input_names,
     make_plan,
     run_plan,
+    udf_columns,
 )
 
 __all__ = ["predict_udf", "spark_type", "with_predictions"]
@@ -128,19 +127,7 @@ def predict_udf(
     check_options(contract, on_error)
     spec = ModelSpec.of(source, **options)
     model = spec.load()
-    payloads = contract == "payload" and custom_preprocess(model)
-    if payloads:
-        names = list(columns) if columns else ["payload"]
-        mapping: Columns = names if columns else names[0]
-    else:
-        inputs = input_names(model) or [model.single_input_name(model.served_signature)]
-        names = list(columns) if columns else inputs
-        if len(names) != len(inputs):
-            raise ConfigError(
-                f"columns= names {len(names)} argument(s) {names}; model {model.name!r} takes "
-                f"one per input {inputs}"
-            )
-        mapping = dict(zip(inputs, names))
+    mapping, names = udf_columns(model, contract, columns)
     plan = make_plan(
         spec,
         model,
