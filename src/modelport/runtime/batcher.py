@@ -104,18 +104,13 @@ class Batcher:
         on_done: OnDone | None = None,
         instances: int = 1,
     ) -> None:
-        if instances < 1:
-            raise ValueError(f"instances must be at least 1, got {instances}")
         self._fn = fn
         self.name = name
         self.configure(max_batch_size, max_queue_delay_ms)
         self.max_queue_size = max_queue_size
-        self.instances = instances
-        """Batches that may run at once, each in its own worker thread."""
         self._on_batch = on_batch
         self._on_done = on_done
         self._queue: deque[_Item] = deque()
-        self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"modelport-{name}")
         self._taking = threading.Lock()
         """The dispatcher and the workers (taking the next full batch) both take batches."""
         self._wakeup: asyncio.Event | None = None
@@ -124,6 +119,10 @@ class Batcher:
         self._closing = False
         self._in_flight: set[asyncio.Future[None]] = set()
         """The batches running (one per busy worker thread)."""
+        self.instances = 1
+        """Batches that may run at once, each in its own worker thread."""
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"modelport-{name}")
+        self.set_instances(instances)  # checks it; threads start only with the first batch
         self._circulation = 0
         self._last_size = 0
         self._last_end = 0.0

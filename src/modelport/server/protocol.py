@@ -108,7 +108,7 @@ def http_protocol(
     flushing: list[asyncio.TimerHandle | None] = [None]
     bucket = [REFUSAL_BURST, 0.0]  # tokens, when last refilled
 
-    def hold(loop: asyncio.AbstractEventLoop, transport: Any, data: bytes, now: float) -> None:
+    def hold(loop: asyncio.AbstractEventLoop, transport: Any, data: bytes) -> None:
         """Send ``data`` on ``transport`` in its turn (see :data:`REFUSALS_PER_S`)."""
         held.append((transport, data))
         if flushing[0] is None:
@@ -280,7 +280,7 @@ def http_protocol(
             if close:
                 self.transport.write(message)
             else:
-                hold(self.loop, self.transport, message, self.loop.time())
+                hold(self.loop, self.transport, message)
             self._skipping = True
             self._skip_close = close
 
@@ -416,13 +416,13 @@ def http_protocol(
             if self._deadline is not None:
                 self._disarm()
             loop = self.loop
-            now = self._active_at = loop.time()
+            self._active_at = loop.time()
             if self.timeout_keep_alive_task is None:
                 self.timeout_keep_alive_task = loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler
                 )
             message = refusal(admission.refusal, self.server_state.default_headers, False)  # type: ignore[union-attr]
-            hold(loop, self.transport, message, now)
+            hold(loop, self.transport, message)
             return True
 
         def timeout_keep_alive_handler(self) -> None:
