@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .load import _MARK, HarnessError, grpc_sample
+from .load import _MARK, _run, grpc_sample
 from .servers import HOST, Server, free_port
 from .text import _ready, rows_per_s
 
@@ -102,22 +103,16 @@ def in_process(directory: Path, device: str, kind: str, seconds: float, batch: i
 def _child(args: argparse.Namespace, kind: str, directory: Path) -> float:
     cmd = [sys.executable, "-m", "bench.gpu", "--in-process", kind, str(directory)]
     cmd += ["--device", args.device, "--seconds", str(args.seconds)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith(_MARK)), None)
-    if line is None:
-        raise HarnessError(f"in-process {kind} failed: {done.stderr[-2000:]}")
-    return float(json.loads(line[len(_MARK) :])["rows_per_s"])
+    return float(_load(cmd, 30 * args.seconds + 600)["rows_per_s"])
 
 
 def _load(cmd: list[str], limit: float) -> dict[str, Any]:
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=HERE.parent, timeout=limit, check=False
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith(_MARK)), None)
-    if line is None:
-        raise HarnessError(f"load failed: {' '.join(cmd[:4])}: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(line[len(_MARK) :])
-    return result
+    """What a ``python -m bench...`` child prints after ``BENCH_RESULT``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.getenv("PYTHONPATH")])),
+    }
+    return _run(cmd, env=env, limit=limit)
 
 
 def served(
