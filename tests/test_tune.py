@@ -264,3 +264,25 @@ def test_start_up_timing_uses_the_models_own_examples(tmp_path: Path) -> None:
     type(model).seen.clear()  # type: ignore[attr-defined]
     assert startup_batching(model, budget_ms=50.0) is not None
     assert type(model).seen and not type(model).seen & set(examples)  # type: ignore[attr-defined]
+
+
+def test_warmup_inputs_the_model_refuses_leave_the_defaults_and_the_model_serving(
+    tmp_path: Path,
+) -> None:
+    """Examples that do not fit the signature cannot be timed: no batching is chosen from them,
+    and the model still loads and answers."""
+    from modelport.runtime.runner import ModelRunner
+
+    folder = tmp_path / "bad-examples"
+    folder.mkdir()
+    onnx_mlp(folder / "model.onnx", [4, 8, 3])
+    (folder / "modelport.yaml").write_text(json.dumps({"warmup": {"inputs": [[1, 2]]}}))
+    model = resolve(folder)
+    assert startup_batching(model, budget_ms=50.0) is None
+    runner = ModelRunner(resolve(folder))
+    runner.load()
+    assert runner.ready and runner.batcher.max_batch_size == BatchingConfig().max_batch_size
+    import numpy as np
+
+    out = runner.model.predict_batch({"x": np.ones((2, 4), np.float32)})
+    assert next(iter(out.values())).shape[0] == 2

@@ -70,10 +70,11 @@ def test_batches_in_flight_are_bounded_by_instances(instances: int) -> None:
 def test_instances_must_be_positive() -> None:
     with pytest.raises(ValueError, match="instances must be at least 1, got 0"):
         Batcher(lambda x: x, name="m", instances=0)
-    with pytest.raises(ConfigError, match="instances"):
-        from modelport.config import parse_config
+    from modelport.config import parse_config
 
-        parse_config({"instances": 0})
+    for bad in (0, 65, "two"):
+        with pytest.raises(ConfigError, match="instances"):
+            parse_config({"instances": bad})
 
 
 class TwoStage(Model):
